@@ -1,0 +1,122 @@
+"""Find the width multiplier ``k`` whose widths cost the target: bracketing, bisection, then an integer fix-up.
+
+The cost of a template's widths is a non-decreasing step function of ``k``. Bisection brings ``k`` to the step
+nearest the target; a greedy pass then moves single groups by one rounding step while that brings the cost
+closer, until it is within tolerance. Every evaluation is analytic (see :mod:`redistribute._cost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._errors import InfeasibleTargetError, UsageError
+
+__all__ = ["MatchResult", "match_k"]
+
+WidthsFn = Callable[[float], dict[int, int]]
+CostFn = Callable[[dict[int, int]], float]
+DeltaFn = Callable[[dict[int, int], int, int], float]
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Outcome of matching.
+
+    Attributes:
+        k: The multiplier found.
+        widths: Widths after the fix-up.
+        achieved: Their cost.
+        steps: Bisection steps taken.
+        fixups: Single-group moves made by the fix-up.
+    """
+
+    k: float
+    widths: dict[int, int]
+    achieved: float
+    steps: int
+    fixups: int
+
+
+def _rel(cost: float, target: float) -> float:
+    return abs(cost - target) / target if target else abs(cost)
+
+
+def match_k(
+    widths_fn: WidthsFn,
+    cost_fn: CostFn,
+    target: float,
+    tolerance: float,
+    k0: float,
+    free: tuple[int, ...],
+    steps: dict[int, int],
+    delta_fn: DeltaFn | None = None,
+    metric: str = "cost",
+    after_move: Callable[[dict[int, int]], None] | None = None,
+) -> MatchResult:
+    """Match ``cost_fn(widths_fn(k))`` to ``target`` within ``tolerance`` (relative)."""
+    if not (tolerance > 0) or tolerance != tolerance:
+        raise UsageError(f"tolerance {tolerance} is invalid: it must be a positive fraction, e.g. --tolerance 0.005")
+    if not (target > 0):
+        raise UsageError(f"target {metric} {target} is invalid: it must be positive")
+    n = 0
+    lo = hi = k0
+    c_lo = c_hi = cost_fn(widths_fn(k0))
+    while c_hi < target:
+        if n > 60:
+            raise InfeasibleTargetError(f"target {metric} {target:.4g} is above what widening reaches ({c_hi:.4g})")
+        lo, c_lo = hi, c_hi
+        hi *= 2.0
+        c_hi = cost_fn(widths_fn(hi))
+        n += 1
+    while c_lo > target:
+        lo /= 2.0
+        c_lo = cost_fn(widths_fn(lo))
+        n += 1
+        if lo < 1e-9 or n > 120:
+            raise InfeasibleTargetError(
+                f"target {metric} {target:.4g} is below the smallest reachable {c_lo:.4g} (every free group at one "
+                f"rounding step). Hint: raise the target, or lower --divisor"
+            )
+    for _ in range(60):
+        if _rel(c_lo, target) <= tolerance / 10 or _rel(c_hi, target) <= tolerance / 10 or hi - lo <= 1e-9 * hi:
+            break
+        mid = (lo + hi) / 2
+        c_mid = cost_fn(widths_fn(mid))
+        n += 1
+        if c_mid < target:
+            lo, c_lo = mid, c_mid
+        else:
+            hi, c_hi = mid, c_mid
+    k, cost = (lo, c_lo) if _rel(c_lo, target) <= _rel(c_hi, target) else (hi, c_hi)
+    widths = widths_fn(k)
+    moves = 0
+    while _rel(cost, target) > tolerance / 5 and moves < 256:
+        best: tuple[float, int, int] | None = None
+        for gid in free:
+            for sign in (1, -1):
+                new = widths[gid] + sign * steps[gid]
+                if new < steps[gid]:
+                    continue
+                if delta_fn is not None:
+                    c = cost + delta_fn(widths, gid, new)
+                else:
+                    trial = dict(widths)
+                    trial[gid] = new
+                    c = cost_fn(trial)
+                if best is None or _rel(c, target) < best[0]:
+                    best = (_rel(c, target), gid, new)
+        if best is None or best[0] >= _rel(cost, target):
+            break
+        widths = dict(widths)
+        widths[best[1]] = best[2]
+        if after_move is not None:
+            after_move(widths)
+        cost = cost_fn(widths)
+        moves += 1
+    if _rel(cost, target) > tolerance:
+        raise InfeasibleTargetError(
+            f"cannot match {metric} {target:.4g} within {tolerance:.3%}: the closest is {cost:.4g} "
+            f"({_rel(cost, target):.3%} off). Hint: use --tolerance {2 * _rel(cost, target):.3g} or --divisor 1"
+        )
+    return MatchResult(k=k, widths=widths, achieved=cost, steps=n, fixups=moves)

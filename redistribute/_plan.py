@@ -1,0 +1,211 @@
+"""A plan: the new width of every channel group, how it was chosen, and what it costs.
+
+:func:`plan` is the discovery half of the pipeline (trace, template, match); :func:`redistribute.apply` is the
+action half (surgery). A plan is a frozen value: nothing in it refers to the caller's model except names.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ._cost import METRICS, CostModel, CostReport
+from ._distribute import Distribution, apply_ties, distribution, widths_at
+from ._errors import UsageError
+from ._graph import ChannelGraph, check_traceable, trace
+from ._match import match_k
+from ._templates import Template, get_template
+
+__all__ = ["Plan", "plan", "plan_from_widths"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """New widths for a traced model.
+
+    Attributes:
+        graph: The channel graph the plan is for.
+        widths: Width per group id (every group; fixed ones at their base width).
+        template: Template name.
+        match: Matched metric (``flops``, ``params``, ``memory``) or ``none``.
+        k: Width multiplier found by matching.
+        ratio: Range ``r`` used by the template.
+        divisor: Rounding divisor.
+        scope: ``conv`` or ``all``.
+        tolerance: Relative tolerance of the match.
+        target: Target value of the matched metric.
+        base_cost: Cost of the base widths.
+        cost: Cost of the plan's widths.
+        distribution: Positions, trends and local ratios used.
+        source: Where the model came from (``timm:resnet50``), when known.
+    """
+
+    graph: ChannelGraph = field(repr=False)
+    widths: dict[int, int]
+    template: str
+    match: str
+    k: float
+    ratio: float
+    divisor: int
+    scope: str
+    tolerance: float
+    target: float
+    base_cost: CostReport
+    cost: CostReport
+    distribution: Distribution = field(repr=False)
+    source: str | None = None
+
+    @property
+    def achieved(self) -> float:
+        return self.cost.get(self.match) if self.match in METRICS else float("nan")
+
+    def changed(self) -> dict[int, tuple[int, int]]:
+        """``{group id: (base, new)}`` for the groups whose width changes."""
+        return {g.id: (g.width, self.widths[g.id]) for g in self.graph.groups if self.widths[g.id] != g.width}
+
+
+def plan(
+    model: nn.Module | ChannelGraph,
+    template: str | Template | Callable[[float], float] = "d",
+    match: str = "flops",
+    *,
+    target: float | None = None,
+    tolerance: float = 0.005,
+    divisor: int = 8,
+    ratio: float | None = None,
+    scope: str = "conv",
+    k: float | None = None,
+    input_size: tuple[int, ...] | None = None,
+    source: str | None = None,
+) -> Plan:
+    """Choose new widths for ``model`` following ``template`` at the cost of the base model.
+
+    Args:
+        model: A model (traced first) or a :class:`ChannelGraph` from :func:`redistribute.trace`.
+        template: Template name or alias (``"d"``, ``"peak"``), control points (``"0:1,0.5:4,1:1"``) or a callable.
+        match: Metric to hold equal: ``flops``, ``params``, ``memory``, or ``none`` (use ``k`` as given).
+        target: Target value of ``match``; defaults to the base model's own.
+        tolerance: Relative tolerance of the match (0.005 = 0.5 %).
+        divisor: Widths are multiples of this (and of each group's own constraints).
+        ratio: Range ``r`` of the template (default: the base model's widest over narrowest stage).
+        scope: ``conv`` redistributes conv-produced groups; ``all`` also linear-produced ones.
+        k: Width multiplier to use when ``match="none"``.
+        input_size: Input size (C, H, W) when tracing ``model``.
+        source: A label recorded in the plan and spec (``timm:resnet50``).
+
+    Returns:
+        The :class:`Plan`.
+
+    Raises:
+        TemplateError: Unknown template.
+        InfeasibleTargetError: The target or tolerance cannot be met; the message gives the reachable range.
+
+    Example:
+        >>> import timm
+        >>> p = plan(timm.create_model("test_resnet"), "d", input_size=(3, 64, 64))
+        >>> abs(p.cost.flops / p.base_cost.flops - 1) <= 0.005
+        True
+    """
+    graph = model if isinstance(model, ChannelGraph) else trace(model, input_size)
+    tmpl = get_template(template)
+    if match not in METRICS and match != "none":
+        raise UsageError(f"match metric {match!r} is unknown; choose one of {', '.join(METRICS)} or none")
+    if not isinstance(divisor, int) or divisor < 1:
+        raise UsageError(f"divisor {divisor!r} is invalid: it must be a whole number >= 1 (e.g. --divisor 8)")
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance > 0):
+        raise UsageError(f"tolerance {tolerance!r} is invalid: it must be a positive fraction (e.g. --tolerance 0.005)")
+    check_traceable(graph)
+    dist = distribution(graph, scope, ratio, divisor)
+    cost_model = CostModel(graph)
+    base = graph.base_widths()
+    base_cost = cost_model.report(base)
+    k0 = 1.0 if tmpl.is_base else max(dist.trend.values(), default=1.0)
+    if match == "none":
+        kk = 1.0 if k is None and tmpl.is_base else (k if k is not None else k0)
+        widths, target_value = widths_at(graph, dist, tmpl, kk), float("nan")
+    else:
+        target_value = float(target) if target is not None else base_cost.get(match)
+
+        def after_move(w: dict[int, int]) -> None:
+            apply_ties(graph, w, dist.steps)
+
+        result = match_k(
+            lambda kk: widths_at(graph, dist, tmpl, kk),
+            lambda w: cost_model.evaluate(match, w),
+            target_value,
+            tolerance,
+            k0,
+            dist.free,
+            dist.steps,
+            delta_fn=lambda w, gid, new: cost_model.delta(match, w, gid, new),
+            metric=match,
+            after_move=after_move,
+        )
+        kk, widths = result.k, result.widths
+        _logger.info("matched %s: k=%.4f after %d steps and %d fix-ups", match, kk, result.steps, result.fixups)
+    return Plan(
+        graph=graph,
+        widths=widths,
+        template=tmpl.name,
+        match=match,
+        k=float(kk),
+        ratio=dist.ratio,
+        divisor=divisor,
+        scope=scope,
+        tolerance=float(tolerance),
+        target=target_value,
+        base_cost=base_cost,
+        cost=cost_model.report(widths),
+        distribution=dist,
+        source=source,
+    )
+
+
+def plan_from_widths(graph: ChannelGraph, widths: dict[int, int], **fields: object) -> Plan:
+    """A :class:`Plan` with given widths (no matching), e.g. read back from a spec. Constraints are checked."""
+    from ._errors import ConstraintError
+
+    dist = distribution(graph, str(fields.get("scope", "conv")), None, int(fields.get("divisor", 1)))  # type: ignore[call-overload]
+    for g in graph.groups:
+        w = widths.get(g.id, g.width)
+        if w == g.width:
+            continue
+        if g.fixed is not None:
+            raise ConstraintError(f"group g{g.id} ({g.signature}) is fixed ({g.fixed}); its width must stay {g.width}, not {w}")
+        step = math.lcm(max(g.multiple, 1), max(g.block, 1))
+        if w < 1 or w % step:
+            raise ConstraintError(
+                f"width {w} of group g{g.id} ({g.signature}) breaks its constraint ({g.constraints}): "
+                f"use a positive multiple of {step}"
+            )
+        if g.tie is not None:
+            src, num, den = g.tie
+            if w * den != widths.get(src, graph.groups[src].width) * num:
+                raise ConstraintError(
+                    f"width {w} of group g{g.id} ({g.signature}) breaks its tie: it must be g{src} x {num}/{den}"
+                )
+    full = {g.id: int(widths.get(g.id, g.width)) for g in graph.groups}
+    cost_model = CostModel(graph)
+    match = str(fields.get("match", "none"))
+    return Plan(
+        graph=graph,
+        widths=full,
+        template=str(fields.get("template", "custom")),
+        match=match,
+        k=float(fields.get("k", float("nan"))),  # type: ignore[arg-type]
+        ratio=float(fields.get("ratio", dist.ratio)),  # type: ignore[arg-type]
+        divisor=int(fields.get("divisor", 1)),  # type: ignore[call-overload]
+        scope=str(fields.get("scope", "conv")),
+        tolerance=float(fields.get("tolerance", float("nan"))),  # type: ignore[arg-type]
+        target=float(fields.get("target", float("nan"))),  # type: ignore[arg-type]
+        base_cost=cost_model.report(graph.base_widths()),
+        cost=cost_model.report(full),
+        distribution=dist,
+        source=fields.get("source"),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,346 @@
+"""How each op maps channel spaces from its inputs to its outputs.
+
+Three registries, each a decorator plus a dict, dispatch on *types*, never on substrings of names:
+
+* :data:`MODULE_RULES` keyed by ``nn.Module`` subclass (looked up along the MRO);
+* :data:`FUNCTION_RULES` keyed by the function object of a ``call_function`` node;
+* :data:`METHOD_RULES` keyed by the tensor method name of a ``call_method`` node.
+
+A rule receives the :class:`~redistribute._walk.Walker` (which owns the space table and records layer uses) and
+the node, and returns the output's dims: one :data:`~redistribute._spaces.Layout` per tensor dimension, a list
+of those for tuple outputs, or ``None`` for non-tensor values.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ._spaces import Layout, const
+
+if TYPE_CHECKING:
+    from ._walk import Walker
+
+__all__ = ["MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES", "module_rule", "function_rule", "method_rule", "Dims"]
+
+Dims = Any  # tuple[Layout, ...] | list[Dims] | None
+Rule = Callable[["Walker", fx.Node], Dims]
+ModuleRule = Callable[["Walker", fx.Node, nn.Module], Dims]
+
+MODULE_RULES: dict[type, ModuleRule] = {}
+FUNCTION_RULES: dict[Any, Rule] = {}
+METHOD_RULES: dict[str, Rule] = {}
+
+
+def module_rule(*types: type) -> Callable[[ModuleRule], ModuleRule]:
+    """Register a rule for modules of these types (and their subclasses)."""
+
+    def deco(fn: ModuleRule) -> ModuleRule:
+        for t in types:
+            MODULE_RULES[t] = fn
+        return fn
+
+    return deco
+
+
+def function_rule(*targets: Any) -> Callable[[Rule], Rule]:
+    """Register a rule for ``call_function`` nodes with these targets."""
+
+    def deco(fn: Rule) -> Rule:
+        for t in targets:
+            FUNCTION_RULES[t] = fn
+        return fn
+
+    return deco
+
+
+def method_rule(*names: str) -> Callable[[Rule], Rule]:
+    """Register a rule for ``call_method`` nodes calling these tensor methods."""
+
+    def deco(fn: Rule) -> Rule:
+        for n in names:
+            METHOD_RULES[n] = fn
+        return fn
+
+    return deco
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    return tuple(node.meta["val"].shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------------------------
+@module_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    assert isinstance(mod, nn.modules.conv._ConvNd)
+    x = w.dims(node.args[0])
+    name = str(node.target)
+    in_l, groups = x[1], mod.groups
+    if groups > 1 and groups == mod.in_channels == mod.out_channels:
+        out_l, mode = in_l, "depthwise"
+    else:
+        out_l = w.table.fresh(mod.out_channels, name)
+        mode = "none" if groups == 1 else w.group_policy(name)
+        if mode == "count":
+            w.require_multiple(in_l, groups, f"{name} has groups={groups}")
+            w.require_multiple(out_l, groups, f"{name} has groups={groups}")
+        elif mode == "width":
+            w.require_block(in_l, mod.in_channels // groups, name)
+            w.require_block(out_l, mod.out_channels // groups, name)
+            w.tie(out_l, in_l, mod.out_channels, mod.in_channels, name)
+    w.use_layer(node, "conv", in_l, out_l, mode=mode)
+    return (x[0], out_l) + tuple(const(s) for s in _shape(node)[2:])
+
+
+@module_rule(nn.Linear)
+def _linear(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    x = w.dims(node.args[0])
+    out_l = w.table.fresh(mod.out_features, str(node.target))  # type: ignore[arg-type]
+    w.use_layer(node, "linear", x[-1], out_l)
+    return tuple(x[:-1]) + (out_l,)
+
+
+def _norm(channel_dim: int) -> ModuleRule:
+    def rule(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+        x = w.dims(node.args[0])
+        d = channel_dim % len(x)
+        num_groups = getattr(mod, "num_groups", 1)
+        if num_groups not in (1, _shape(node)[d]):
+            w.require_multiple(x[d], num_groups, f"{node.target} has num_groups={num_groups}")
+        w.use_member(node, "norm", x[d], dim=d)
+        return x
+
+    return rule
+
+
+module_rule(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)(_norm(1))
+module_rule(nn.LayerNorm)(_norm(-1))
+
+
+def _register_timm() -> None:
+    try:
+        from timm.layers import norm, norm_act
+    except ImportError:  # pragma: no cover
+        return
+    for cls_name in ("LayerNorm2d", "RmsNorm2d", "SimpleNorm2d"):
+        if hasattr(norm, cls_name):
+            module_rule(getattr(norm, cls_name))(_norm(1))
+    for cls_name in ("LayerNormAct2d", "GroupNormAct", "GroupNorm1Act", "BatchNormAct2d", "FrozenBatchNormAct2d"):
+        if hasattr(norm_act, cls_name):
+            module_rule(getattr(norm_act, cls_name))(_norm(1))
+    for cls_name in ("RmsNorm", "SimpleNorm", "LayerNormAct"):
+        if hasattr(norm, cls_name):
+            module_rule(getattr(norm, cls_name))(_norm(-1))
+    if hasattr(norm_act, "LayerNormAct"):
+        module_rule(norm_act.LayerNormAct)(_norm(-1))
+    if hasattr(norm, "GroupNorm"):
+        module_rule(norm.GroupNorm)(_norm(1))
+    if hasattr(norm, "GroupNorm1"):
+        module_rule(norm.GroupNorm1)(_norm(1))
+
+
+_register_timm()
+
+
+@module_rule(nn.Flatten)
+def _flatten_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    return w.reshape(node, node.args[0])
+
+
+def passthrough_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """Parameterless leaves (activations, dropout, pooling, upsampling): keep every dim whose size survives."""
+    return w.keep_dims(node, node.args[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Functions and methods
+# ---------------------------------------------------------------------------------------------------------------
+_UNARY_FNS = [
+    F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu, F.elu, F.selu,
+    F.mish, F.softplus, F.hardtanh, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.softmax,
+    F.log_softmax, F.normalize, torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.sqrt,
+    torch.rsqrt, torch.abs, torch.neg, torch.clamp, torch.clip, torch.square, torch.erf, torch.softmax,
+    operator.neg, operator.pos, torch.nn.functional.relu_, torch.sign,
+]
+_UNARY_METHODS = [
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "log", "sqrt", "rsqrt", "abs", "neg", "clamp",
+    "clamp_", "clip", "square", "contiguous", "clone", "float", "half", "bfloat16", "double", "to", "type_as",
+    "detach", "softmax", "log_softmax", "mul_scalar", "pow", "erf", "sign", "hardswish", "gelu", "requires_grad_",
+]
+
+
+def _unary(w: Walker, node: fx.Node) -> Dims:
+    return w.keep_dims(node, node.args[0])
+
+
+function_rule(*_UNARY_FNS)(_unary)
+method_rule(*_UNARY_METHODS)(_unary)
+
+_BINARY_FNS = [
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
+    operator.itruediv, operator.floordiv, operator.pow, torch.add, torch.sub, torch.mul, torch.div, torch.maximum,
+    torch.minimum, torch.where, torch.lerp, torch.addcmul,
+]
+_BINARY_METHODS = ["add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum", "lerp", "addcmul"]
+
+
+def _broadcast(w: Walker, node: fx.Node) -> Dims:
+    return w.broadcast(node, [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, fx.Node)])
+
+
+function_rule(*_BINARY_FNS)(_broadcast)
+method_rule(*_BINARY_METHODS, "expand_as")(_broadcast)
+
+
+@function_rule(torch.cat, torch.concat, torch.concatenate)
+def _cat(w: Walker, node: fx.Node) -> Dims:
+    tensors = node.args[0] if node.args else node.kwargs["tensors"]
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    parts = [w.dims(t) for t in tensors]  # type: ignore[union-attr]
+    ndim = len(parts[0])
+    dim = int(dim) % ndim  # type: ignore[call-overload]
+    out: list[Layout] = []
+    for i in range(ndim):
+        if i == dim:
+            out.append(tuple(seg for p in parts for seg in p[i]))
+        else:
+            for p in parts[1:]:
+                w.table.unify(parts[0][i], p[i], node.name)
+            out.append(parts[0][i])
+    return tuple(out)
+
+
+@function_rule(torch.flatten)
+@method_rule("flatten", "view", "reshape", "squeeze", "unsqueeze", "view_as", "reshape_as")
+def _reshape(w: Walker, node: fx.Node) -> Dims:
+    return w.reshape(node, node.args[0])
+
+
+function_rule(torch.reshape, torch.squeeze, torch.unsqueeze)(_reshape)
+
+
+@function_rule(torch.permute)
+@method_rule("permute")
+def _permute(w: Walker, node: fx.Node) -> Dims:
+    x = w.dims(node.args[0])
+    order = node.args[1] if isinstance(node.args[1], (tuple, list)) else node.args[1:]
+    return tuple(x[int(d) % len(x)] for d in order)  # type: ignore[call-overload]
+
+
+@function_rule(torch.transpose)
+@method_rule("transpose")
+def _transpose(w: Walker, node: fx.Node) -> Dims:
+    x = list(w.dims(node.args[0]))
+    a, b = int(node.args[1]) % len(x), int(node.args[2]) % len(x)  # type: ignore[call-overload]
+    x[a], x[b] = x[b], x[a]
+    return tuple(x)
+
+
+def _reduce(w: Walker, node: fx.Node) -> Dims:
+    x = w.dims(node.args[0])
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    keep = bool(node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False))
+    if dim is None:
+        w.table.fix(tuple(s for lay in x for s in lay), f"full reduction at {node.name}")
+        return tuple(const(s) for s in _shape(node))
+    dims = {int(d) % len(x) for d in (dim if isinstance(dim, (tuple, list)) else [dim])}  # type: ignore[call-overload]
+    out = []
+    for i, lay in enumerate(x):
+        if i in dims:
+            if keep:
+                out.append(const(1))
+        else:
+            out.append(lay)
+    return tuple(out)
+
+
+function_rule(torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var, torch.logsumexp)(_reduce)
+method_rule("mean", "sum", "amax", "amin", "std", "var", "logsumexp")(_reduce)
+
+_SPATIAL_FNS = [
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d,
+    F.max_pool2d, F.max_pool3d, F.interpolate, F.upsample, F.pad, torch.nn.functional.lp_pool2d,
+]
+
+
+@function_rule(*_SPATIAL_FNS)
+def _spatial(w: Walker, node: fx.Node) -> Dims:
+    return w.keep_dims(node, node.args[0])
+
+
+@function_rule(operator.getitem)
+def _getitem(w: Walker, node: fx.Node) -> Dims:
+    src, idx = node.args[0], node.args[1]
+    src_dims = w.dims(src) if isinstance(src, fx.Node) else None
+    if isinstance(src_dims, list):  # a tuple of tensors (split, chunk, unbind)
+        return src_dims[int(idx)]  # type: ignore[call-overload]
+    if src_dims is None or not isinstance(node.meta.get("val"), torch.Tensor):
+        return None
+    return w.index(node, src_dims, idx)
+
+
+@function_rule(getattr)
+@method_rule("size", "dim", "numel", "type", "data_ptr", "is_contiguous")
+def _non_tensor(w: Walker, node: fx.Node) -> Dims:
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):  # tensor attributes such as x.T or x.mT are not mapped
+        return w.unknown(node)
+    return None
+
+
+@function_rule(torch.split, torch.chunk, torch.unbind, torch.tensor_split)
+@method_rule("split", "chunk", "unbind", "tensor_split")
+def _split(w: Walker, node: fx.Node) -> Dims:
+    x = w.dims(node.args[0])
+    vals = node.meta["val"]
+    dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+    if str(getattr(node.target, "__name__", node.target)) == "unbind":
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    dim = int(dim) % len(x)  # type: ignore[call-overload]
+    sizes = [v.shape[dim] if v.ndim == len(x) else 1 for v in vals]
+    parts = w.split_layout(node, x[dim], sizes)
+    out = []
+    for v, part in zip(vals, parts):
+        if v.ndim == len(x):
+            out.append(tuple(part if i == dim else lay for i, lay in enumerate(x)))
+        else:
+            out.append(tuple(lay for i, lay in enumerate(x) if i != dim))
+    return out
+
+
+@function_rule(F.layer_norm, F.group_norm, F.batch_norm, F.instance_norm, F.rms_norm)
+def _functional_norm(w: Walker, node: fx.Node) -> Dims:
+    x = w.dims(node.args[0])
+    shape_arg = node.args[1] if len(node.args) > 1 else None
+    d = 1 if node.target in (F.batch_norm, F.group_norm, F.instance_norm) else len(x) - 1
+    if node.target in (F.layer_norm, F.rms_norm) and isinstance(shape_arg, (tuple, list)) and any(
+        isinstance(s, int) for s in shape_arg
+    ):
+        w.table.fix(x[d], f"hard-coded normalized_shape at {node.name}")
+    tensors = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
+    for t in tensors:
+        td = w.dims(t)
+        if isinstance(td, tuple) and len(td) == 1:
+            w.table.unify(td[0], x[d], node.name)
+    return x
+
+
+@function_rule(F.linear)
+def _functional_linear(w: Walker, node: fx.Node) -> Dims:
+    x = w.dims(node.args[0])
+    weight = w.dims(node.args[1])
+    w.table.unify(x[-1], weight[1], node.name)
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    if isinstance(bias, fx.Node):
+        w.table.unify(w.dims(bias)[0], weight[0], node.name)
+    w.flops_linear(node, x[-1], weight[0])
+    return tuple(x[:-1]) + (weight[0],)

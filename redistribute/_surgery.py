@@ -1,0 +1,216 @@
+"""Rebuild a model at a plan's widths: choose channels per group, resize every layer, fix timm metadata.
+
+Each group's channels are chosen *once* and applied to every producer, consumer and member of the group, so the
+layers stay consistent across residual adds, concatenations and depthwise convs. Shrinking keeps the channels
+with the largest importance (``l1`` or ``l2`` magnitude of the producers' output weights, or ``bn`` scale);
+growing keeps every old channel and appends new ones (see :mod:`redistribute._handlers`).
+
+The rebuilt model is the same classes as the original, with ``in_channels``/``num_features``-style attributes and
+timm's ``feature_info``, ``num_features`` and ``head_hidden_size`` matching the real widths.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ._errors import ConstraintError, UsageError
+from ._graph import ChannelGraph
+from ._handlers import HANDLERS, resize_norm_like, take
+from ._plan import Plan
+from ._spaces import Layout
+from ._walk import LayerUse
+
+__all__ = ["apply", "apply_", "select_channels", "IMPORTANCE"]
+
+_logger = logging.getLogger(__name__)
+
+IMPORTANCE = ("l1", "l2", "bn")
+
+
+def _score(model: nn.Module, graph: ChannelGraph, gid: int, importance: str) -> torch.Tensor:
+    width = graph.groups[gid].width
+    score = torch.zeros(width, dtype=torch.float64)
+    for u in graph.uses:
+        lay = u.out_layout
+        if lay is None or len(lay) != 1 or lay[0].space != gid:
+            continue
+        if importance == "bn" and u.kind == "norm":
+            w = getattr(model.get_submodule(u.module), "weight", None)
+            if w is not None and w.shape[0] == width:
+                score += w.detach().abs().double().cpu()
+            continue
+        if importance != "bn" and u.kind in ("conv", "linear"):
+            m = model.get_submodule(u.module)
+            weight = getattr(m, "weight", None)
+            if weight is None:
+                continue
+            w = weight.detach().double().cpu()
+            if getattr(m, "transposed", False):
+                w = w.transpose(0, 1)
+            if w.shape[0] != width:
+                continue
+            flat = w.reshape(width, -1)
+            s = flat.abs().sum(1) if importance == "l1" else flat.pow(2).sum(1).sqrt()
+            score += s / s.mean().clamp_min(1e-12)
+    return score
+
+
+def _choose(score: torch.Tensor, new: int, chunks: int, block: int) -> torch.Tensor:
+    """Old channel per new channel (``-1``: new), chunk- and block-aware, in the original order."""
+    old = score.numel()
+    if block > 1:  # whole blocks (a grouped conv keeping its group width)
+        blocks = score.view(old // block, block).sum(1)
+        keep_blocks = min(new // block, blocks.numel())
+        chosen = torch.sort(torch.topk(blocks, keep_blocks).indices).values
+        idx = (chosen.view(-1, 1) * block + torch.arange(block)).flatten()
+        return torch.cat([idx, torch.full((new - idx.numel(),), -1, dtype=torch.long)])
+    per_old, per_new = old // chunks, new // chunks
+    parts = []
+    for c in range(chunks):
+        s = score[c * per_old : (c + 1) * per_old]
+        keep = min(per_new, per_old)
+        chosen = torch.sort(torch.topk(s, keep).indices).values + c * per_old
+        parts.append(torch.cat([chosen, torch.full((per_new - keep,), -1, dtype=torch.long)]))
+    return torch.cat(parts)
+
+
+def select_channels(model: nn.Module, plan: Plan, importance: str = "l1") -> dict[int, torch.Tensor]:
+    """For every group whose width changes, the old channel kept at each new position (``-1`` = new)."""
+    if importance not in IMPORTANCE:
+        raise UsageError(f"importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
+    graph = plan.graph
+    maps: dict[int, torch.Tensor] = {}
+    order = sorted(graph.groups, key=lambda g: (g.tie is not None, g.id))
+    for g in order:
+        new = plan.widths[g.id]
+        if new == g.width:
+            continue
+        if g.fixed is not None:
+            raise ConstraintError(f"group g{g.id} ({g.signature}) is fixed ({g.fixed}) but the plan sets width {new}")
+        chunks = g.multiple if g.multiple > 1 else 1
+        if new % max(g.block, 1) or new % chunks:
+            raise ConstraintError(
+                f"width {new} of group g{g.id} ({g.signature}) breaks its constraint ({g.constraints}). "
+                f"Hint: use a multiple of {max(g.block, chunks)}"
+            )
+        if g.tie is not None and g.block > 1 and g.tie[0] in maps:  # follow the source's block choice
+            src = graph.groups[g.tie[0]]
+            src_map = maps[g.tie[0]]
+            src_blocks = src_map.view(-1, src.block)[:, 0]
+            idx = []
+            for b in src_blocks.tolist():
+                base = (b // src.block) * g.block if b >= 0 else -1
+                idx.extend(range(base, base + g.block) if base >= 0 else [-1] * g.block)
+            maps[g.id] = torch.tensor(idx[:new] + [-1] * max(0, new - len(idx)), dtype=torch.long)
+            continue
+        maps[g.id] = _choose(_score(model, graph, g.id, importance), new, chunks, g.block)
+    return maps
+
+
+def _expand(layout: Layout | None, maps: Mapping[int, torch.Tensor]) -> torch.Tensor | None:
+    """Index map of a whole tensor dimension (``None`` when none of its groups change)."""
+    if layout is None or not any(s.space in maps for s in layout):
+        return None
+    return _offset_fix(layout, maps)
+
+
+def _offset_fix(layout: Layout, maps: Mapping[int, torch.Tensor]) -> torch.Tensor:
+    parts, offset = [], 0
+    for s in layout:
+        base = maps[s.space] if s.space is not None and s.space in maps else torch.arange(s.width)
+        if s.repeat > 1:
+            rep = torch.arange(s.repeat)
+            base = torch.where(base.view(-1, 1) >= 0, base.view(-1, 1) * s.repeat + rep, -1).flatten()
+        parts.append(torch.where(base >= 0, base + offset, base))
+        offset += s.size
+    return torch.cat(parts)
+
+
+def _handler(m: nn.Module) -> object:
+    for t in type(m).__mro__:
+        if t in HANDLERS:
+            return HANDLERS[t]
+    return None
+
+
+def _resize_param(model: nn.Module, use: LayerUse, idx: torch.Tensor) -> None:
+    owner_name, _, attr = use.module.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    t = getattr(owner, attr)
+    fill: str | float = "mean" if isinstance(t, nn.Parameter) else 0.0
+    new = take(t.data, use.dim, idx, fill)
+    if isinstance(t, nn.Parameter):
+        setattr(owner, attr, nn.Parameter(new, requires_grad=t.requires_grad))
+    else:
+        owner.register_buffer(attr, new, persistent=attr not in getattr(owner, "_non_persistent_buffers_set", set()))
+
+
+def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
+    """Resize ``model`` *in place* to ``plan``'s widths and return it. See :func:`apply`."""
+    maps = select_channels(model, plan, importance)
+    done: set[tuple[str, int]] = set()
+    with torch.no_grad():
+        for u in plan.graph.uses:
+            key = (u.module, u.dim if u.kind == "param" else -1)
+            if key in done or u.kind == "flops":
+                continue
+            done.add(key)
+            in_idx, out_idx = _expand(u.in_layout, maps), _expand(u.out_layout, maps)
+            if in_idx is None and out_idx is None:
+                continue
+            if u.kind == "param":
+                _resize_param(model, u, out_idx)  # type: ignore[arg-type]
+                continue
+            m = model.get_submodule(u.module)
+            handler = _handler(m) or (resize_norm_like if u.kind == "norm" else None)
+            if handler is None:
+                raise ConstraintError(f"no resize handler for layer '{u.module}' ({type(m).__name__}); its group must stay fixed")
+            handler(m, u, in_idx, out_idx)  # type: ignore[operator]
+    _fix_metadata(model, plan)
+    return model
+
+
+def apply(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
+    """Return a copy of ``model`` rebuilt at ``plan``'s widths; ``model`` itself is not modified.
+
+    Args:
+        model: The model the plan was made for (same layer names).
+        plan: From :func:`redistribute.plan`.
+        importance: How shrinking picks channels: ``l1`` (default), ``l2`` or ``bn``.
+
+    Returns:
+        A new model of the same classes.
+
+    Example:
+        >>> import timm, torch
+        >>> import redistribute
+        >>> m = timm.create_model("test_resnet")
+        >>> p = redistribute.plan(m, "b", input_size=(3, 64, 64))
+        >>> redistribute.apply(m, p)(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 1000])
+    """
+    return apply_(copy.deepcopy(model), plan, importance)
+
+
+def _fix_metadata(model: nn.Module, plan: Plan) -> None:
+    widths = plan.widths
+
+    def width(layout: Layout) -> int:
+        return sum((widths[s.space] if s.space is not None else s.width) * s.repeat for s in layout)
+
+    meta = plan.graph.meta_layouts
+    if "num_features" in meta and hasattr(model, "num_features"):
+        model.num_features = width(meta["num_features"])
+    if "head_hidden_size" in meta and hasattr(model, "head_hidden_size"):
+        model.head_hidden_size = width(meta["head_hidden_size"])
+    info = getattr(model, "feature_info", None)
+    if isinstance(info, list):
+        for i, entry in enumerate(info):
+            key = f"feature_info.{i}"
+            if key in meta and isinstance(entry, dict):
+                entry["num_chs"] = width(meta[key])

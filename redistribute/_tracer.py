@@ -1,0 +1,247 @@
+"""A ``torch.fx`` tracer whose proxies carry meta values.
+
+Every node the tracer emits gets ``node.meta["val"]``: a meta tensor for tensor values, the concrete Python value
+for everything else (shapes, ints, bools). Three things follow:
+
+* shapes are known for every node without a second pass;
+* data-dependent control flow on shapes (``if x.shape[-1] < 7``) is resolved at trace time with the concrete
+  values, so timm's "no-trace" modules (VGG's ``ConvMlp``, ``NormFreeBlock``) can be traced *through*;
+* ``x.shape[1]`` still becomes graph nodes, so a reshape fed by the tensor's own size is told apart from a
+  hard-coded one.
+
+The graph is only analysed, never executed: surgery edits the real modules. A module whose forward cannot be
+traced at any level is emitted as one opaque ``call_module`` node (a black box) and reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from ._errors import TraceError
+
+__all__ = ["TracedModel", "trace_model", "meta_copy"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _timm_notrace() -> tuple[set[type], list[Any]]:
+    try:
+        from timm.layers import get_notrace_functions, get_notrace_modules
+    except ImportError:  # pragma: no cover - timm is a dependency, but keep plain-torch use working
+        return set(), []
+    return set(get_notrace_modules()), list(get_notrace_functions())
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """Deep-copy ``model`` with every parameter and buffer on the meta device, without copying their data."""
+    memo: dict[int, Any] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in memo:
+            continue
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
+
+
+class _MetaProxy(fx.Proxy):
+    """A proxy that answers Python's questions (len, index, bool, iter) from its concrete meta value."""
+
+    def _value(self) -> Any:
+        return self.node.meta.get("val")
+
+    def __len__(self) -> int:
+        return len(self._value())
+
+    def __index__(self) -> int:
+        return int(self._value())
+
+    def __int__(self) -> int:
+        return int(self._value())
+
+    def __float__(self) -> float:
+        return float(self._value())
+
+    def __iter__(self) -> Iterator[fx.Proxy]:
+        return (self[i] for i in range(len(self._value())))
+
+
+def _to_meta_value(a: Any) -> Any:
+    if isinstance(a, fx.Proxy):
+        return a.node.meta.get("val")
+    if isinstance(a, fx.Node):
+        return a.meta.get("val")
+    return a
+
+
+class _Tracer(fx.Tracer):
+    """Traces a meta copy of a model, computing each node's value as it goes."""
+
+    def __init__(self, model: nn.Module, leaf_types: frozenset[type], autowrap: list[Any]) -> None:
+        fns = tuple(f for f in autowrap if callable(f))
+        super().__init__(autowrap_functions=fns, param_shapes_constant=True)
+        self._model = model
+        self._leaf_types = leaf_types
+        self._notrace, _ = _timm_notrace()
+        self.forced_leaves: dict[str, str] = {}
+        self.module_outputs: dict[str, fx.Node] = {}
+        self.marks: dict[str, fx.Node] = {}
+        self.meta_input: torch.Tensor | None = None
+        self._evaluating = False
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if self._evaluating:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    # -- leaves ---------------------------------------------------------------------------------------------
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.forced_leaves:
+            return True
+        for t in type(m).__mro__:
+            if t in self._leaf_types:
+                return True
+        if type(m) in self._notrace:
+            return False  # try to trace through timm's no-trace blocks; fall back to a black box below
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._evaluating:  # computing a leaf's meta value: run it plainly, record nothing
+            return forward(*args, **kwargs)
+        name = self.path_of_module(m)
+        if self.is_leaf_module(m, name):
+            out = super().call_module(m, forward, args, kwargs)
+        else:
+            last = self.graph._root._prev  # the node before this module's first node
+            stack_len = len(self.module_stack)
+            try:
+                out = super().call_module(m, forward, args, kwargs)
+            except Exception as exc:  # noqa: BLE001 - any failure inside makes this module a black box
+                while len(self.module_stack) > stack_len:
+                    self.module_stack.popitem(last=True)
+                self._erase_after(last)
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                _logger.info("module %r (%s) cannot be traced through, kept opaque: %s", name, type(m).__name__, reason)
+                self.forced_leaves[name] = reason
+                out = super().call_module(m, forward, args, kwargs)
+        if isinstance(out, fx.Proxy):
+            self.module_outputs[name] = out.node
+        return out
+
+    def _erase_after(self, last: fx.Node) -> None:
+        nodes = list(self.graph.nodes)
+        idx = nodes.index(last) if last is not self.graph._root else -1
+        for node in reversed(nodes[idx + 1 :]):
+            self.graph.erase_node(node)
+
+    # -- values ---------------------------------------------------------------------------------------------
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _MetaProxy(node, self)
+
+    def create_proxy(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *a: Any, **k: Any) -> fx.Proxy:
+        proxy = super().create_proxy(kind, target, args, kwargs, *a, **k)
+        node = proxy.node
+        try:
+            node.meta["val"] = self._compute(node)
+        except Exception as exc:
+            where = f"node '{node.name}' ({kind} {getattr(target, '__name__', target)})"
+            raise TraceError(f"cannot evaluate {where} on the meta device: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        return proxy
+
+    def _compute(self, node: fx.Node) -> Any:
+        args = fx.node.map_aggregate(node.args, _to_meta_value)
+        kwargs = fx.node.map_aggregate(node.kwargs, _to_meta_value)
+        if node.op == "placeholder":
+            return self.meta_input if self.meta_input is not None else (args[0] if args else None)
+        if node.op == "get_attr":
+            self._evaluating = True
+            try:
+                obj: Any = self._model
+                for atom in str(node.target).split("."):
+                    obj = getattr(obj, atom)
+                return obj
+            finally:
+                self._evaluating = False
+        if node.op in ("call_function", "call_method"):
+            self._evaluating = True
+            try:
+                if node.op == "call_function":
+                    return node.target(*args, **kwargs)  # type: ignore[operator]
+                return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+            finally:
+                self._evaluating = False
+        if node.op == "call_module":
+            self._evaluating = True
+            try:
+                return self._model.get_submodule(str(node.target))(*args, **kwargs)
+            finally:
+                self._evaluating = False
+        return None
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        return bool(obj.node.meta.get("val"))
+
+    def iter(self, obj: fx.Proxy) -> Iterator[Any]:
+        return (obj[i] for i in range(len(obj.node.meta.get("val"))))
+
+
+@dataclass(frozen=True)
+class TracedModel:
+    """The result of tracing: the graph (nodes carry ``meta["val"]``) and what the tracer learnt.
+
+    Attributes:
+        graph: The ``torch.fx.Graph``; node targets name modules of the original model.
+        input_shape: The shape of the traced input, batch included.
+        opaque: Qualified names of modules kept as black boxes, mapped to the reason.
+        module_outputs: For every module called (leaf or not), the node holding its last output.
+        marks: Named points of the forward (``"features"``: the output of ``forward_features``).
+    """
+
+    graph: fx.Graph
+    input_shape: tuple[int, ...]
+    opaque: dict[str, str] = field(default_factory=dict)
+    module_outputs: dict[str, fx.Node] = field(default_factory=dict)
+    marks: dict[str, fx.Node] = field(default_factory=dict)
+
+
+def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: frozenset[type]) -> TracedModel:
+    """Trace ``model`` on the meta device at ``input_shape`` (batch included). The model is not touched."""
+    meta = meta_copy(model)
+    meta.eval()
+    _, autowrap = _timm_notrace()
+    tracer = _Tracer(meta, leaf_types, autowrap)
+    tracer.meta_input = torch.empty(input_shape, device="meta")
+    forward_features = getattr(meta, "forward_features", None)
+    if callable(forward_features) and not isinstance(forward_features, nn.Module):
+
+        def _marked_features(*args: Any, **kwargs: Any) -> Any:
+            out = forward_features(*args, **kwargs)
+            if isinstance(out, fx.Proxy):
+                tracer.marks["features"] = out.node
+            return out
+
+        meta.forward_features = _marked_features  # type: ignore[method-assign]  # our own copy only
+    sig = inspect.signature(meta.forward)
+    params = list(sig.parameters.values())
+    concrete = {p.name: p.default for p in params[1:] if p.default is not inspect.Parameter.empty}
+    try:
+        graph = tracer.trace(meta, concrete_args=concrete or None)
+    except TraceError:
+        raise
+    except Exception as exc:
+        msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise TraceError(f"cannot trace {type(model).__name__}: {msg}. Hint: pass a model whose forward takes one tensor") from exc
+    return TracedModel(
+        graph=graph,
+        input_shape=tuple(input_shape),
+        opaque=dict(tracer.forced_leaves),
+        module_outputs=dict(tracer.module_outputs),
+        marks=dict(tracer.marks),
+    )
