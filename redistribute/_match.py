@@ -107,7 +107,15 @@ def match_k(
                 if best is None or _rel(c, target) < best[0]:
                     best = (_rel(c, target), gid, new)
         if best is None or best[0] >= _rel(cost, target):
-            break
+            pair = _best_pair(widths, cost, target, free, steps, cost_fn, delta_fn) if len(free) <= 256 else None
+            if pair is None:
+                break
+            widths = pair
+            if after_move is not None:
+                after_move(widths)
+            cost = cost_fn(widths)
+            moves += 1
+            continue
         widths = dict(widths)
         widths[best[1]] = best[2]
         if after_move is not None:
@@ -120,3 +128,27 @@ def match_k(
             f"({_rel(cost, target):.3%} off). Hint: use --tolerance {2 * _rel(cost, target):.3g} or --divisor 1"
         )
     return MatchResult(k=k, widths=widths, achieved=cost, steps=n, fixups=moves)
+
+
+def _best_pair(
+    widths: dict[int, int],
+    cost: float,
+    target: float,
+    free: tuple[int, ...],
+    steps: dict[int, int],
+    cost_fn: CostFn,
+    delta_fn: DeltaFn | None,
+) -> dict[int, int] | None:
+    """Best move of one group up and another down by one step, when no single move helps."""
+    if delta_fn is None:
+        return None
+    up = {g: delta_fn(widths, g, widths[g] + steps[g]) for g in free}
+    down = {g: delta_fn(widths, g, widths[g] - steps[g]) for g in free if widths[g] - steps[g] >= steps[g]}
+    ranked = sorted(((abs(cost + du + dd - target), a, b) for a, du in up.items() for b, dd in down.items() if a != b))
+    for _, a, b in ranked[:16]:
+        trial = dict(widths)
+        trial[a] += steps[a]
+        trial[b] -= steps[b]
+        if _rel(cost_fn(trial), target) < _rel(cost, target):
+            return trial
+    return None
