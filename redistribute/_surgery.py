@@ -49,13 +49,13 @@ def _score(model: nn.Module, graph: ChannelGraph, gid: int, importance: str) -> 
             weight = getattr(m, "weight", None)
             if weight is None:
                 continue
-            w = weight.detach().double().cpu()
+            w = weight.detach()
             if getattr(m, "transposed", False):
                 w = w.transpose(0, 1)
             if w.shape[0] != width:
                 continue
-            flat = w.reshape(width, -1)
-            s = flat.abs().sum(1) if importance == "l1" else flat.pow(2).sum(1).sqrt()
+            flat = w.reshape(width, -1)  # a reduction in the weight's own dtype: no float64 copy of big layers
+            s = torch.linalg.vector_norm(flat, ord=1 if importance == "l1" else 2, dim=1).double().cpu()
             score += s / s.mean().clamp_min(1e-12)
     return score
 
