@@ -16,7 +16,7 @@ Example:
     >>> from redistribute import trace
     >>> g = trace(timm.create_model("resnet50"))
     >>> round(CostModel(g).flops(g.base_widths()) / 1e9, 2)
-    4.11
+    4.09
 """
 
 from __future__ import annotations
