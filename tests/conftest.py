@@ -12,6 +12,17 @@ from torch.utils.flop_counter import FlopCounterMode
 INPUT = (3, 32, 32)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run only when asked for (``-m slow``); the default run skips them."""
+    expr = config.getoption("markexpr") or ""
+    if "slow" in expr and "not slow" not in expr:
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
     """MACs of convolutions and matmuls (bias excluded) at ``x``'s batch, as counted by ``FlopCounterMode``."""
     was_training = model.training

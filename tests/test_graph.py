@@ -7,7 +7,7 @@ import copy
 import pytest
 import timm
 import torch
-from conftest import INPUT, group_of, groups_with, make_net, state_hash
+from conftest import INPUT, group_of, groups_with, state_hash
 from torch import nn
 
 import redistribute
@@ -317,6 +317,7 @@ def test_resnet50_base_flops(resnet50: nn.Module, resnet50_graph: ChannelGraph) 
     # the well-known 4.1 GMACs at the default 224x224 (4,089,184,256 MACs, as FlopCounterMode counts)
     g224 = redistribute.trace(resnet50)
     assert g224.input_shape == (1, 3, 224, 224)
+    assert len(g224.groups) == 39 and len(g224.free_groups()) == 37
     assert redistribute.CostModel(g224).flops(g224.base_widths()) == 4_089_184_256
 
 
@@ -332,7 +333,9 @@ def test_cost_module_doctest() -> None:
 # -- the caller's model is never touched ----------------------------------------------------------------------
 def test_trace_plan_apply_leave_model_unchanged(residual_net: nn.Module) -> None:
     before = state_hash(residual_net)
-    modules_before = [(n, type(m), tuple(p.shape for p in m.parameters(recurse=False))) for n, m in residual_net.named_modules()]
+    modules_before = [
+        (n, type(m), tuple(p.shape for p in m.parameters(recurse=False))) for n, m in residual_net.named_modules()
+    ]
     training = residual_net.training
     g = redistribute.trace(residual_net, INPUT)
     p = redistribute.plan(residual_net, "d", divisor=1, input_size=INPUT)
@@ -356,6 +359,7 @@ def test_timm_model_unchanged_by_redistribute() -> None:
     new, p = redistribute.redistribute(m, "a", input_size=(3, 64, 64), divisor=1)
     assert p.changed()
     assert state_hash(m) == before
+    assert state_hash(new) != before
     x = torch.randn(1, 3, 64, 64)
     m.eval(), ref.eval()
     with torch.no_grad():

@@ -86,7 +86,9 @@ def test_load_with_model_resizes_that_model_in_place(grouped_spec: dict) -> None
     out = redistribute.load(grouped_spec, model=m)
     assert out is m
     assert _widths_of(out, INPUT) == [
-        g.width if g.fixed is not None else next(e["width"] for e in grouped_spec["groups"] if e["signature"] == g.signature)
+        g.width
+        if g.fixed is not None
+        else next(e["width"] for e in grouped_spec["groups"] if e["signature"] == g.signature)
         for g in redistribute.trace(make_net("grouped"), INPUT).groups
     ]
 

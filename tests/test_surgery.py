@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import timm
 import torch
-from conftest import INPUT, HAND_BUILT, group_of, make_net, num_params, state_hash
+from conftest import HAND_BUILT, INPUT, group_of, make_net, num_params, state_hash
 from torch import nn
 
 import redistribute
@@ -70,9 +70,14 @@ def test_rebuilt_hand_built_nets_run(net: str) -> None:
     new = redistribute.apply(m, p)
     assert new(torch.randn(2, *INPUT)).shape == (2, 10)
     for gid, (_, width) in p.changed().items():
-        for name in p.graph.groups[gid].members:
+        grp = p.graph.groups[gid]
+        for prod in grp.producers:
+            assert new.get_submodule(prod).weight.shape[0] == width
+        for name in grp.members:
             bn = new.get_submodule(name)
             assert bn.num_features == bn.weight.numel() == bn.running_mean.numel()
+            owners = [other for other in p.graph.groups if name in other.members]
+            assert bn.num_features == sum(p.widths[o.id] for o in owners)  # a norm over a concat spans its parts
 
 
 def test_rebuilt_module_attributes_are_consistent(grouped_net: nn.Module) -> None:

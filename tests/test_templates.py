@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 
 import redistribute
-from redistribute import TemplateError, get_template, list_templates, register_template
-from redistribute import _templates
+from redistribute import TemplateError, _templates, get_template, list_templates, register_template
 
 R = 8.0
 BUILTIN = ["a", "b", "c", "d", "e"]
@@ -50,8 +50,8 @@ def test_range_is_one_over_r_to_one(name: str) -> None:
 def test_shapes_monotone_and_symmetric() -> None:
     ps = [i / 20 for i in range(21)]
     a, c = get_template("a"), get_template("c")
-    assert all(a(p, R) < a(q, R) for p, q in zip(ps, ps[1:]))
-    assert all(c(p, R) > c(q, R) for p, q in zip(ps, ps[1:]))
+    assert all(a(p, R) < a(q, R) for p, q in itertools.pairwise(ps))
+    assert all(c(p, R) > c(q, R) for p, q in itertools.pairwise(ps))
     for name in ("d", "e"):
         t = get_template(name)
         assert all(t(p, R) == pytest.approx(t(1 - p, R)) for p in ps)
@@ -134,7 +134,9 @@ def test_control_points_malformed(spec: str) -> None:
     assert "0:1,0.5:4,1:1" in str(exc.value)  # the message shows a valid example
 
 
-@pytest.mark.parametrize("spec", ["0:1,1.5:2", "-0.1:1,1:1", "0:0,1:1", "0:1,1:-2", "0:nan,1:1", "0:inf,1:1", "nan:1,1:1"])
+@pytest.mark.parametrize(
+    "spec", ["0:1,1.5:2", "-0.1:1,1:1", "0:0,1:1", "0:1,1:-2", "0:nan,1:1", "0:inf,1:1", "nan:1,1:1"]
+)
 def test_control_points_out_of_range(spec: str) -> None:
     with pytest.raises(TemplateError, match="out of range"):
         get_template(spec)
