@@ -16,7 +16,6 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import save_model
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -103,7 +102,7 @@ def timm_example(workdir: Path) -> None:
     spec_path.parent.mkdir(parents=True)
     redistribute.save_spec(spec, spec_path)
     weights_path = spec_path.with_name("model.safetensors")
-    save_model(new, str(weights_path))
+    redistribute.save_weights(new, weights_path)
     print(f"  saved {spec_path} ({len(spec['groups'])} group widths) and {weights_path.name}")
 
     rebuilt = redistribute.load(spec_path, weights=weights_path).eval()  # model built from spec["source"]

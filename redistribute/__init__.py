@@ -68,6 +68,7 @@ from ._templates import Template as Template
 from ._templates import get_template as get_template
 from ._templates import list_templates as list_templates
 from ._templates import register_template as register_template
+from ._weights import save_weights as save_weights
 
 __version__ = "0.1.0"
 
@@ -101,6 +102,7 @@ __all__ = [
     "register_group_width_block",
     "register_template",
     "save_spec",
+    "save_weights",
     "spec_from_plan",
     "trace",
 ]

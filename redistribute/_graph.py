@@ -358,7 +358,7 @@ def _meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any
     if isinstance(head, int) and callable(get_classifier):
         try:
             clf = get_classifier()
-        except Exception:  # noqa: BLE001 - metadata is best effort
+        except Exception:  # metadata is best effort
             clf = None
         names = {m: n for n, m in model.named_modules()}
         clf_name = names.get(clf) if isinstance(clf, nn.Module) else None

@@ -92,32 +92,12 @@ def match_k(
     widths = widths_fn(k)
     moves = 0
     while _rel(cost, target) > tolerance / 5 and moves < 256:
-        best: tuple[float, int, int] | None = None
-        for gid in free:
-            for sign in (1, -1):
-                new = widths[gid] + sign * steps[gid]
-                if new < steps[gid]:
-                    continue
-                if delta_fn is not None:
-                    c = cost + delta_fn(widths, gid, new)
-                else:
-                    trial = dict(widths)
-                    trial[gid] = new
-                    c = cost_fn(trial)
-                if best is None or _rel(c, target) < best[0]:
-                    best = (_rel(c, target), gid, new)
-        if best is None or best[0] >= _rel(cost, target):
-            pair = _best_pair(widths, cost, target, free, steps, cost_fn, delta_fn) if len(free) <= 256 else None
-            if pair is None:
-                break
-            widths = pair
-            if after_move is not None:
-                after_move(widths)
-            cost = cost_fn(widths)
-            moves += 1
-            continue
-        widths = dict(widths)
-        widths[best[1]] = best[2]
+        moved = _best_single(widths, cost, target, free, steps, cost_fn, delta_fn)
+        if moved is None and len(free) <= 256:
+            moved = _best_pair(widths, cost, target, free, steps, cost_fn, delta_fn)
+        if moved is None:
+            break
+        widths = moved
         if after_move is not None:
             after_move(widths)
         cost = cost_fn(widths)
@@ -128,6 +108,37 @@ def match_k(
             f"({_rel(cost, target):.3%} off). Hint: use --tolerance {2 * _rel(cost, target):.3g} or --divisor 1"
         )
     return MatchResult(k=k, widths=widths, achieved=cost, steps=n, fixups=moves)
+
+
+def _best_single(
+    widths: dict[int, int],
+    cost: float,
+    target: float,
+    free: tuple[int, ...],
+    steps: dict[int, int],
+    cost_fn: CostFn,
+    delta_fn: DeltaFn | None,
+) -> dict[int, int] | None:
+    """The one-group, one-step move that brings the cost closest to the target, if it brings it closer."""
+    best: tuple[float, int, int] | None = None
+    for gid in free:
+        for sign in (1, -1):
+            new = widths[gid] + sign * steps[gid]
+            if new < steps[gid]:
+                continue
+            if delta_fn is not None:
+                c = cost + delta_fn(widths, gid, new)
+            else:
+                trial = dict(widths)
+                trial[gid] = new
+                c = cost_fn(trial)
+            if best is None or _rel(c, target) < best[0]:
+                best = (_rel(c, target), gid, new)
+    if best is None or best[0] >= _rel(cost, target):
+        return None
+    moved = dict(widths)
+    moved[best[1]] = best[2]
+    return moved
 
 
 def _best_pair(

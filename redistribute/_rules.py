@@ -13,7 +13,6 @@ of those for tuple outputs, or ``None`` for non-tensor values.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any

@@ -57,7 +57,7 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file: report, don't crash
+    except Exception as exc:  # the user's file: report, don't crash
         raise SourceError(f"importing {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     fn = getattr(module, factory, None)
     if not callable(fn):
@@ -65,7 +65,7 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
         raise SourceError(f"{path_text!r} has no callable {factory!r}{_suggest(factory, found)}")
     try:
         model = fn(**kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SourceError(f"calling {factory}() from {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     if not isinstance(model, nn.Module):
         raise SourceError(f"{factory}() in {path_text!r} returned {type(model).__name__}, not an nn.Module")

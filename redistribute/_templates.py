@@ -109,7 +109,7 @@ def _load_entry_points() -> None:
     for ep in metadata.entry_points(group="redistribute.templates"):
         try:
             fn = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the built-ins
+        except Exception as exc:  # a broken plugin must not break the built-ins
             _logger.warning("template plugin %r failed to load: %s", ep.name, exc)
             continue
         if ep.name not in TEMPLATES:

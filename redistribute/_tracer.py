@@ -123,7 +123,7 @@ class _Tracer(fx.Tracer):
             stack_len = len(self.module_stack)
             try:
                 out = super().call_module(m, forward, args, kwargs)
-            except Exception as exc:  # noqa: BLE001 - any failure inside makes this module a black box
+            except Exception as exc:  # any failure inside makes this module a black box
                 while len(self.module_stack) > stack_len:
                     self.module_stack.popitem(last=True)
                 self._erase_after(last)

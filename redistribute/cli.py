@@ -136,7 +136,7 @@ def run(
             save_spec(spec_from_plan(p, source=model), out_dir / "spec.json")
             save_weights(new, out_dir / "weights.safetensors")
             summary["outputs"] = {"spec": str(out_dir / "spec.json"), "weights": str(out_dir / "weights.safetensors")}
-    except (RedistributeError, Exception) as exc:  # noqa: BLE001 - mapped to one line and an exit code
+    except Exception as exc:  # mapped to one line and an exit code
         _fail(exc, debug)
         return
     if as_json:
@@ -147,6 +147,9 @@ def run(
             _out.print(f"wrote {out_dir / 'spec.json'} and {out_dir / 'weights.safetensors'}")
 
 
+_SAMPLES_KEY = "T(p) at p=0,.25,.5,.75,1 (r=8)"
+
+
 @app.command("templates")
 def templates(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List the templates and their shapes."""
@@ -155,7 +158,7 @@ def templates(as_json: Annotated[bool, typer.Option("--json", help="print JSON")
     rows = []
     for t in list_templates():
         samples = [] if t.is_base else [round(t(p, 8.0), 3) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]
-        rows.append({"name": t.name, "alias": t.alias, "shape": t.description, "T(p) at p=0,.25,.5,.75,1 (r=8)": samples})
+        rows.append({"name": t.name, "alias": t.alias, "shape": t.description, _SAMPLES_KEY: samples})
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -163,7 +166,7 @@ def templates(as_json: Annotated[bool, typer.Option("--json", help="print JSON")
     for col in ("name", "alias", "shape", "p=0 .25 .5 .75 1 (r=8)"):
         table.add_column(col)
     for r in rows:
-        samples = r["T(p) at p=0,.25,.5,.75,1 (r=8)"]
+        samples = r[_SAMPLES_KEY]
         table.add_row(r["name"], r["alias"], r["shape"], " ".join(f"{v:.2f}" for v in samples) or "base trend")
     _out.print(table)
 
@@ -186,7 +189,7 @@ def inspect(
         graph = trace(load_model(model), _parse_size(input_size))
         positions = distribution(graph, scope).position if graph.free_groups(scope) else {}
         rows = group_rows(graph, positions)
-    except (RedistributeError, Exception) as exc:  # noqa: BLE001
+    except Exception as exc:  # mapped to one line and an exit code
         _fail(exc, debug)
         return
     if as_json:
