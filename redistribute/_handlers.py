@@ -39,7 +39,7 @@ def register_handler(*types: type) -> Callable[[Handler], Handler]:
 def take(t: torch.Tensor, dim: int, idx: torch.Tensor, fill: str | float) -> torch.Tensor:
     """Gather ``t`` along ``dim`` by ``idx``; entries ``-1`` get ``fill`` (a number, ``"kaiming"`` or ``"mean"``)."""
     safe = idx.clamp(min=0).to(t.device)
-    out = t.index_select(dim, safe).clone()
+    out = t.index_select(dim, safe)  # a new tensor: never a view of t
     new = (idx < 0).nonzero().flatten().to(t.device)
     if new.numel():
         view = out.index_select(dim, new)

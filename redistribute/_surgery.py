@@ -11,13 +11,13 @@ timm's ``feature_info``, ``num_features`` and ``head_hidden_size`` matching the 
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from ._clone import copy_sharing_tensors, unshare
 from ._errors import ConstraintError, UsageError
 from ._graph import ChannelGraph
 from ._handlers import HANDLERS, resize_norm_like, take
@@ -32,13 +32,19 @@ _logger = logging.getLogger(__name__)
 IMPORTANCE = ("l1", "l2", "bn")
 
 
-def _score(model: nn.Module, graph: ChannelGraph, gid: int, importance: str) -> torch.Tensor:
-    width = graph.groups[gid].width
-    score = torch.zeros(width, dtype=torch.float64)
+def _score_sources(graph: ChannelGraph) -> dict[int, list[LayerUse]]:
+    """The uses whose output channels are exactly one group: the layers that score that group's channels."""
+    sources: dict[int, list[LayerUse]] = {}
     for u in graph.uses:
         lay = u.out_layout
-        if lay is None or len(lay) != 1 or lay[0].space != gid:
-            continue
+        if lay is not None and len(lay) == 1 and lay[0].space is not None and u.kind in ("conv", "linear", "norm"):
+            sources.setdefault(lay[0].space, []).append(u)
+    return sources
+
+
+def _score(model: nn.Module, width: int, uses: list[LayerUse], importance: str) -> torch.Tensor:
+    score = torch.zeros(width, dtype=torch.float64)
+    for u in uses:
         if importance == "bn" and u.kind == "norm":
             w = getattr(model.get_submodule(u.module), "weight", None)
             if w is not None and w.shape[0] == width:
@@ -85,6 +91,7 @@ def select_channels(model: nn.Module, plan: Plan, importance: str = "l1") -> dic
         raise UsageError(f"importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
     graph = plan.graph
     maps: dict[int, torch.Tensor] = {}
+    sources = _score_sources(graph)
     order = sorted(graph.groups, key=lambda g: (g.tie is not None, g.id))
     for g in order:
         new = plan.widths[g.id]
@@ -108,7 +115,7 @@ def select_channels(model: nn.Module, plan: Plan, importance: str = "l1") -> dic
                 idx.extend(range(base, base + g.block) if base >= 0 else [-1] * g.block)
             maps[g.id] = torch.tensor(idx[:new] + [-1] * max(0, new - len(idx)), dtype=torch.long)
             continue
-        maps[g.id] = _choose(_score(model, graph, g.id, importance), new, chunks, g.block)
+        maps[g.id] = _choose(_score(model, g.width, sources.get(g.id, []), importance), new, chunks, g.block)
     return maps
 
 
@@ -194,7 +201,9 @@ def apply(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
         >>> redistribute.apply(m, p)(torch.randn(1, 3, 64, 64)).shape
         torch.Size([1, 1000])
     """
-    return apply_(copy.deepcopy(model), plan, importance)
+    # Copy the modules but not the tensors: the ones surgery resizes are rebuilt from the originals anyway, and
+    # `unshare` clones the rest, so no weight is copied twice and the result shares no tensor with `model`.
+    return unshare(apply_(copy_sharing_tensors(model), plan, importance), model)
 
 
 def _fix_metadata(model: nn.Module, plan: Plan) -> None:

@@ -15,7 +15,6 @@ traced at any level is emitted as one opaque ``call_module`` node (a black box) 
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 from collections.abc import Iterator
@@ -25,9 +24,11 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ._clone import meta_copy
 from ._errors import TraceError
+from ._shape_rules import meta_value
 
-__all__ = ["TracedModel", "trace_model", "meta_copy"]
+__all__ = ["TracedModel", "trace_model"]
 
 _logger = logging.getLogger(__name__)
 
@@ -39,16 +40,6 @@ def _timm_notrace() -> tuple[set[type], list[Any]]:
         return set(), []
     return set(get_notrace_modules()), list(get_notrace_functions())
 
-
-def meta_copy(model: nn.Module) -> nn.Module:
-    """Deep-copy ``model`` with every parameter and buffer on the meta device, without copying their data."""
-    memo: dict[int, Any] = {}
-    for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) in memo:
-            continue
-        meta = torch.empty_like(t, device="meta")
-        memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
-    return copy.deepcopy(model, memo)
 
 
 class _MetaProxy(fx.Proxy):
@@ -95,6 +86,7 @@ class _Tracer(fx.Tracer):
         self.marks: dict[str, fx.Node] = {}
         self.meta_input: torch.Tensor | None = None
         self._evaluating = False
+        self._placeholders = 0
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         if self._evaluating:
@@ -158,8 +150,15 @@ class _Tracer(fx.Tracer):
     def _compute(self, node: fx.Node) -> Any:
         args = fx.node.map_aggregate(node.args, _to_meta_value)
         kwargs = fx.node.map_aggregate(node.kwargs, _to_meta_value)
-        if node.op == "placeholder":
-            return self.meta_input if self.meta_input is not None else (args[0] if args else None)
+        if node.op == "placeholder":  # the first input is the traced tensor; the others keep their defaults
+            self._placeholders += 1
+            if self._placeholders == 1 and self.meta_input is not None:
+                return self.meta_input
+            return args[0] if args else None
+        module = self._model.get_submodule(str(node.target)) if node.op == "call_module" else None
+        known, value = meta_value(node.op, node.target, module, args, kwargs)  # type: ignore[arg-type]
+        if known:
+            return value
         if node.op == "get_attr":
             self._evaluating = True
             try:
@@ -177,10 +176,10 @@ class _Tracer(fx.Tracer):
                 return getattr(args[0], str(node.target))(*args[1:], **kwargs)
             finally:
                 self._evaluating = False
-        if node.op == "call_module":
+        if module is not None:
             self._evaluating = True
             try:
-                return self._model.get_submodule(str(node.target))(*args, **kwargs)
+                return module(*args, **kwargs)
             finally:
                 self._evaluating = False
         return None

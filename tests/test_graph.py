@@ -264,12 +264,8 @@ def test_plan_refuses_model_without_free_group() -> None:
         redistribute.plan(g, "d")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _tracer._Tracer._compute gives every placeholder the meta input, so a forward argument "
-    "defaulting to None (e.g. timm ViT's attn_mask) fails fx's _assert_is_none and trace raises TraceError",
-)
 def test_forward_with_optional_none_argument_traces() -> None:
+    """Only the first placeholder is the traced tensor; ``mask=None`` keeps its default (timm ViT's attn_mask)."""
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()

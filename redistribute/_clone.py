@@ -1,0 +1,99 @@
+"""Copies of a module tree that differ from ``copy.deepcopy`` only in what happens to the tensors.
+
+``copy.deepcopy`` of a model walks every attribute of every module through ``__reduce_ex__``; on a 200-module
+network that costs as much as building it. :func:`_copy_module` walks the module tree itself instead: each
+module's ``__dict__`` is copied, child modules recursively, parameters and buffers through a memo that says what
+each tensor becomes, immutable atoms (numbers, strings, types, functions) are shared, empty containers are
+recreated, and anything else (non-empty lists and dicts such as ``feature_info``, bound methods, config objects)
+goes through ``copy.deepcopy`` with the same memo. The result is what ``deepcopy`` gives, minus the tensor copies.
+
+* :func:`meta_copy`: every tensor becomes an empty meta tensor of its shape (what the tracer runs on).
+* :func:`copy_sharing_tensors`: tensors stay shared with the original; surgery replaces the ones it resizes and
+  :func:`unshare` then clones the rest, so no weight is copied twice and nothing is left shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["meta_copy", "copy_sharing_tensors", "unshare"]
+
+_ATOMS = (
+    int, float, complex, bool, str, bytes, type(None), type, types.FunctionType, types.BuiltinFunctionType,
+    torch.dtype, torch.device,
+)  # fmt: skip
+_CONTAINERS = (dict, OrderedDict, list, set)
+
+
+def _is_atom(value: Any) -> bool:
+    if isinstance(value, _ATOMS):
+        return True
+    return type(value) in (tuple, torch.Size) and all(_is_atom(v) for v in value)
+
+
+def _copy_value(value: Any, memo: dict[int, Any]) -> Any:
+    if _is_atom(value):
+        return value
+    if type(value) in _CONTAINERS and not value:
+        return value.copy()
+    return copy.deepcopy(value, memo)
+
+
+def _copy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    if id(m) in memo:  # a module registered twice stays one module
+        return memo[id(m)]  # type: ignore[no-any-return]
+    new = m.__class__.__new__(m.__class__)
+    memo[id(m)] = new
+    state: dict[str, Any] = {}
+    for key, value in m.__dict__.items():
+        if key == "_modules":
+            state[key] = {n: None if c is None else _copy_module(c, memo) for n, c in value.items()}
+        elif key in ("_parameters", "_buffers"):
+            state[key] = {n: None if t is None else memo[id(t)] for n, t in value.items()}
+        else:
+            state[key] = _copy_value(value, memo)
+    new.__dict__.update(state)
+    return new
+
+
+def _tensors(model: nn.Module) -> list[torch.Tensor]:
+    return [t for m in model.modules() for s in (m._parameters, m._buffers) for t in s.values() if t is not None]
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every parameter and buffer on the meta device; no data is copied.
+
+    Example:
+        >>> import torch
+        >>> meta_copy(torch.nn.Conv2d(3, 8, 3)).weight.device.type
+        'meta'
+    """
+    memo: dict[int, Any] = {}
+    for t in _tensors(model):
+        if id(t) not in memo:
+            meta = torch.empty_like(t, device="meta")
+            memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return _copy_module(model, memo)
+
+
+def copy_sharing_tensors(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers are still ``model``'s own (see :func:`unshare`)."""
+    return _copy_module(model, {id(t): t for t in _tensors(model)})
+
+
+def unshare(new: nn.Module, original: nn.Module) -> nn.Module:
+    """Clone, in place, every parameter or buffer of ``new`` that is still a tensor of ``original``; return ``new``."""
+    shared = {id(t) for t in _tensors(original)}
+    for m in new.modules():
+        for store in (m._parameters, m._buffers):
+            for name, t in store.items():
+                if t is not None and id(t) in shared:
+                    c = t.detach().clone()
+                    store[name] = nn.Parameter(c, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else c
+    return new
