@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import types
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -87,13 +88,24 @@ def copy_sharing_tensors(model: nn.Module) -> nn.Module:
     return _copy_module(model, {id(t): t for t in _tensors(model)})
 
 
-def unshare(new: nn.Module, original: nn.Module) -> nn.Module:
-    """Clone, in place, every parameter or buffer of ``new`` that is still a tensor of ``original``; return ``new``."""
-    shared = {id(t) for t in _tensors(original)}
+def unshare(new: nn.Module, *owners: nn.Module | Iterable[torch.Tensor]) -> nn.Module:
+    """Clone, in place, every parameter or buffer of ``new`` whose memory belongs to one of ``owners``.
+
+    Args:
+        new: The module to make independent.
+        *owners: Modules, or iterables of tensors (a state dict's values), whose memory ``new`` must not share.
+
+    Returns:
+        ``new``.
+    """
+    shared: set[int] = set()
+    for owner in owners:
+        tensors = _tensors(owner) if isinstance(owner, nn.Module) else list(owner)
+        shared.update(t.untyped_storage().data_ptr() for t in tensors if t.device.type != "meta" and t.numel())
     for m in new.modules():
         for store in (m._parameters, m._buffers):
             for name, t in store.items():
-                if t is not None and id(t) in shared:
+                if t is not None and t.device.type != "meta" and t.numel() and t.untyped_storage().data_ptr() in shared:
                     c = t.detach().clone()
                     store[name] = nn.Parameter(c, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else c
     return new

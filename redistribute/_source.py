@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ._errors import SourceError
+from ._errors import CheckpointError, SourceError
 
 __all__ = ["load_model", "PREFIXES"]
 
@@ -28,21 +28,49 @@ def _suggest(name: str, names: list[str]) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
-def _timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
         raise SourceError(f"unknown timm model {name!r}{_suggest(name, timm.list_models())} (list them with timm.list_models())")
-    return timm.create_model(name, pretrained=False, **kwargs)
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except OSError as exc:  # hub/URL download failures and missing cache entries are all OSError subclasses
+        raise CheckpointError(f"pretrained weights for timm:{name} {_timm_cache_hint(name)}: {exc}".splitlines()[0][:400]) from exc
 
 
-def _torchvision(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def _timm_cache_hint(name: str) -> str:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name) or timm.models.get_pretrained_cfg(timm.models.get_arch_name(name))
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE as cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with timm
+        cache = "~/.cache/huggingface/hub"
+    where = f"(Hugging Face Hub {hub_id})" if hub_id else "(no Hub id)"
+    return f"{where} are not in the cache {cache} and cannot be downloaded. Hint: download them once online or pass --checkpoint PATH"
+
+
+def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Module:
     from torchvision import models
 
     names = models.list_models()
     if name not in names:
         raise SourceError(f"unknown torchvision model {name!r}{_suggest(name, names)}")
-    return models.get_model(name, weights=None, **kwargs)
+    if not pretrained:
+        return models.get_model(name, weights=None, **kwargs)
+    try:
+        return models.get_model(name, weights="DEFAULT", **kwargs)
+    except OSError as exc:  # URLError is an OSError
+        import torch.hub
+
+        raise CheckpointError(
+            f"pretrained weights for torchvision:{name} are not in the cache {torch.hub.get_dir()}/checkpoints and cannot "
+            f"be downloaded ({exc}). Hint: download them once online or pass --checkpoint PATH".splitlines()[0]
+        ) from exc
 
 
 def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -72,15 +100,18 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
     return model
 
 
-def load_model(source: str, **kwargs: Any) -> nn.Module:
-    """Build a model (random weights) from a source string.
+def load_model(source: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a model from a source string, with random weights or the zoo's pretrained ones.
 
     Args:
         source: ``timm:NAME``, ``torchvision:NAME`` or ``path/to/file.py:factory``.
+        pretrained: Load the zoo's pretrained weights through its normal path (timm: the Hugging Face Hub cache;
+            torchvision: ``torch.hub``'s cache). Not available for ``file.py:factory`` sources.
         **kwargs: Passed to the factory (e.g. ``num_classes``).
 
     Raises:
         SourceError: Unknown prefix or name (with close names), or a file/factory that fails.
+        CheckpointError: ``pretrained`` weights are neither cached nor downloadable (offline).
     """
     if not isinstance(source, str) or ":" not in source:
         raise SourceError(
@@ -88,9 +119,11 @@ def load_model(source: str, **kwargs: Any) -> nn.Module:
         )
     prefix, _, name = source.partition(":")
     if prefix == "timm":
-        return _timm(name, kwargs)
+        return _timm(name, kwargs, pretrained)
     if prefix == "torchvision":
-        return _torchvision(name, kwargs)
+        return _torchvision(name, kwargs, pretrained)
+    if pretrained:
+        raise SourceError(f"--pretrained needs a timm: or torchvision: source, not {source!r}. Hint: use --checkpoint PATH")
     path, _, factory = source.rpartition(":")
     if path.endswith(".py"):
         return _file(path, factory, kwargs)

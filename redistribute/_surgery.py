@@ -12,11 +12,13 @@ timm's ``feature_info``, ``num_features`` and ``head_hidden_size`` matching the 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from ._checkpoint import assign_state_dict, check_state_dict, read_state_dict
 from ._clone import copy_sharing_tensors, unshare
 from ._errors import ConstraintError, UsageError
 from ._graph import ChannelGraph
@@ -25,7 +27,7 @@ from ._plan import Plan
 from ._spaces import Layout
 from ._walk import LayerUse
 
-__all__ = ["apply", "apply_", "select_channels", "IMPORTANCE"]
+__all__ = ["apply", "apply_", "select_channels", "channel_scores", "channel_normalized_groups", "IMPORTANCE"]
 
 _logger = logging.getLogger(__name__)
 
@@ -85,6 +87,14 @@ def _choose(score: torch.Tensor, new: int, chunks: int, block: int) -> torch.Ten
     return torch.cat(parts)
 
 
+def channel_scores(model: nn.Module, graph: ChannelGraph, importance: str = "l1") -> dict[int, torch.Tensor]:
+    """Per-channel importance of every group (``float64``, one score per channel), as shrinking uses it."""
+    if importance not in IMPORTANCE:
+        raise UsageError(f"importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
+    sources = _score_sources(graph)
+    return {g.id: _score(model, g.width, sources.get(g.id, []), importance) for g in graph.groups}
+
+
 def select_channels(model: nn.Module, plan: Plan, importance: str = "l1") -> dict[int, torch.Tensor]:
     """For every group whose width changes, the old channel kept at each new position (``-1`` = new)."""
     if importance not in IMPORTANCE:
@@ -127,6 +137,8 @@ def _expand(layout: Layout | None, maps: Mapping[int, torch.Tensor]) -> torch.Te
 
 
 def _offset_fix(layout: Layout, maps: Mapping[int, torch.Tensor]) -> torch.Tensor:
+    if len(layout) == 1 and layout[0].repeat == 1 and layout[0].space in maps:  # the common case: one group
+        return maps[layout[0].space]  # type: ignore[index]
     parts, offset = [], 0
     for s in layout:
         base = maps[s.space] if s.space is not None and s.space in maps else torch.arange(s.width)
@@ -157,9 +169,37 @@ def _resize_param(model: nn.Module, use: LayerUse, idx: torch.Tensor) -> None:
         owner.register_buffer(attr, new, persistent=attr not in getattr(owner, "_non_persistent_buffers_set", set()))
 
 
+def channel_normalized_groups(model: nn.Module, graph: ChannelGraph) -> dict[int, str]:
+    """Groups that a norm takes statistics *across* (LayerNorm over channels, GroupNorm with several channels per
+    group), mapped to that norm's name. New channels in them change the statistics, so growing them cannot keep
+    the function exactly (BatchNorm-style norms are per channel and do not have this problem)."""
+    found: dict[int, str] = {}
+    for u in graph.uses:
+        if u.kind != "norm" or u.out_layout is None:
+            continue
+        m = model.get_submodule(u.module)
+        across = isinstance(m, nn.LayerNorm) or (isinstance(m, nn.GroupNorm) and m.num_groups < m.num_channels)
+        if across:
+            for seg in u.out_layout:
+                if seg.space is not None:
+                    found.setdefault(seg.space, u.module)
+    return found
+
+
 def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
     """Resize ``model`` *in place* to ``plan``'s widths and return it. See :func:`apply`."""
     maps = select_channels(model, plan, importance)
+    grown = [gid for gid, idx in maps.items() if bool((idx < 0).any())]
+    if grown:
+        normalized = channel_normalized_groups(model, plan.graph)
+        for gid in grown:
+            if gid in normalized:
+                _logger.warning(
+                    "group g%d grows, and %r normalises across its channels: the new channels change its statistics, "
+                    "so the grown model is not function-preserving there",
+                    gid,
+                    normalized[gid],
+                )
     done: set[tuple[str, int]] = set()
     with torch.no_grad():
         for u in plan.graph.uses:
@@ -182,16 +222,30 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
     return model
 
 
-def apply(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
+def apply(
+    model: nn.Module,
+    plan: Plan,
+    importance: str = "l1",
+    weights: str | os.PathLike[str] | Mapping[str, torch.Tensor] | None = None,
+) -> nn.Module:
     """Return a copy of ``model`` rebuilt at ``plan``'s widths; ``model`` itself is not modified.
+
+    Shrinking a group keeps its most important channels (chosen once per group, applied to every layer in it);
+    growing keeps every old channel and adds new ones that do not change the function (new input weights are
+    zero), except where a norm takes statistics across channels (LayerNorm over channels, as in ConvNeXt).
 
     Args:
         model: The model the plan was made for (same layer names).
         plan: From :func:`redistribute.plan`.
         importance: How shrinking picks channels: ``l1`` (default), ``l2`` or ``bn``.
+        weights: Weights of the *base* architecture to carry over instead of ``model``'s own: a checkpoint path
+            (``.pth``/``.pt``/``.safetensors``, timm training checkpoints) or a state dict; checked strictly.
 
     Returns:
-        A new model of the same classes.
+        A new model of the same classes, sharing no tensor with ``model`` or ``weights``.
+
+    Raises:
+        CheckpointError: ``weights`` cannot be read or does not fit ``model`` (the first bad key is named).
 
     Example:
         >>> import timm, torch
@@ -203,7 +257,16 @@ def apply(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
     """
     # Copy the modules but not the tensors: the ones surgery resizes are rebuilt from the originals anyway, and
     # `unshare` clones the rest, so no weight is copied twice and the result shares no tensor with `model`.
-    return unshare(apply_(copy_sharing_tensors(model), plan, importance), model)
+    work = copy_sharing_tensors(model)
+    owners: list[nn.Module | list[torch.Tensor]] = [model]
+    if weights is not None:
+        state = weights if isinstance(weights, Mapping) else read_state_dict(weights)
+        source = "weights" if isinstance(weights, Mapping) else f"checkpoint {str(weights)!r}"
+        check_state_dict(work, state, source)
+        with torch.no_grad():
+            assign_state_dict(work, state)
+        owners.append(list(state.values()))
+    return unshare(apply_(work, plan, importance), *owners)
 
 
 def _fix_metadata(model: nn.Module, plan: Plan) -> None:
