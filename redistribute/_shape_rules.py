@@ -3,11 +3,14 @@
 ``torch.batch_norm`` on the meta device goes through a Python decomposition that costs about 5 ms a call; norms and
 activations keep their input's shape, so their meta value is ``torch.empty_like(input)``. Lookups are by function
 identity (``call_function``), method name (``call_method``) and module type along the MRO (leaf modules).
-Anything not listed is evaluated for real on meta tensors.
+Elementwise binaries (``+ - * /``) broadcast; plain convolutions and linears get their output shape by formula
+(torch's Python meta kernels cost 1-5 ms a call). Anything not listed, or any call a rule is unsure of (extra
+arguments, mismatched channels), is evaluated for real on meta tensors.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -15,14 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FUNCTION_SHAPES", "METHOD_SHAPES", "MODULE_SHAPES", "meta_value"]
+__all__ = ["FUNCTION_SHAPES", "METHOD_SHAPES", "MODULE_SHAPES", "EXACT_MODULE_SHAPES", "meta_value"]
 
 ShapeFn = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 
 
+def _empty(shape: Any, dtype: torch.dtype) -> torch.Tensor:
+    # torch.empty on "meta" costs ~25 us; empty_like/new_empty of a meta tensor go through Python refs (~1.5 ms)
+    return torch.empty(tuple(shape), dtype=dtype, device="meta")
+
+
 def _like_first(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x = args[0] if args else next(iter(kwargs.values()))
-    return torch.empty_like(x) if isinstance(x, torch.Tensor) else None
+    return _empty(x.shape, x.dtype) if isinstance(x, torch.Tensor) else None
 
 
 _SAME_SHAPE_FUNCTIONS: tuple[Callable[..., Any], ...] = (
@@ -41,12 +49,80 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     d = dim % first.ndim
     shape = list(first.shape)
     shape[d] = sum(t.shape[d] for t in tensors)
-    return first.new_empty(shape)
+    return _empty(shape, first.dtype)
+
+
+def _broadcast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Elementwise binary ops: the broadcast shape and the promoted dtype."""
+    if len(args) != 2 or kwargs:
+        return None
+    a, b = args
+    if not isinstance(a, torch.Tensor | int | float | bool) or not isinstance(b, torch.Tensor | int | float | bool):
+        return None
+    if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+        return None
+    shape = _broadcast_shapes(tuple(getattr(a, "shape", ())), tuple(getattr(b, "shape", ())))
+    return None if shape is None else _empty(shape, torch.result_type(a, b))
+
+
+def _broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if x != y and 1 not in (x, y):
+            return None  # not broadcastable: the real op raises the error
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _conv_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Plain ``nn.ConvNd`` (exact types only: subclasses such as timm's Conv2dSame pad in forward)."""
+    assert isinstance(module, nn.modules.conv._ConvNd)
+    x = args[0]
+    n = len(module.kernel_size)
+    if kwargs or len(args) != 1 or not isinstance(x, torch.Tensor) or x.ndim != n + 2 or x.shape[1] != module.in_channels:
+        return None
+    if module.padding == "same":
+        spatial = list(x.shape[2:])
+    elif module.padding == "valid":
+        spatial = [_conv_out(x.shape[2 + i], module.kernel_size[i], module.stride[i], 0, module.dilation[i]) for i in range(n)]
+    else:
+        pad = module.padding
+        spatial = [_conv_out(x.shape[2 + i], module.kernel_size[i], module.stride[i], pad[i], module.dilation[i]) for i in range(n)]  # type: ignore[index]
+    if any(s <= 0 for s in spatial):
+        return None  # let the real meta kernel raise its own error
+    return _empty((x.shape[0], module.out_channels, *spatial), x.dtype)
+
+
+def _linear_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    assert isinstance(module, nn.Linear)
+    x = args[0]
+    if kwargs or len(args) != 1 or not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] != module.in_features:
+        return None
+    return _empty((*x.shape[:-1], module.out_features), x.dtype)
+
+
+def _attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``F.scaled_dot_product_attention(q, k, v, ...)``: ``q``'s shape with ``v``'s last dim."""
+    q = args[0] if args else kwargs.get("query")
+    v = args[2] if len(args) > 2 else kwargs.get("value")
+    if not isinstance(q, torch.Tensor) or not isinstance(v, torch.Tensor):
+        return None
+    return _empty((*q.shape[:-1], v.shape[-1]), q.dtype)
 
 
 FUNCTION_SHAPES: dict[Any, ShapeFn] = {f: _like_first for f in _SAME_SHAPE_FUNCTIONS}
+FUNCTION_SHAPES[F.scaled_dot_product_attention] = _attention
 FUNCTION_SHAPES[torch.cat] = _cat
+for _op in (operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul):
+    FUNCTION_SHAPES[_op] = _broadcast
 METHOD_SHAPES: dict[str, ShapeFn] = {n: _like_first for n in ("sigmoid", "relu", "tanh", "contiguous")}
+METHOD_SHAPES.update({n: _broadcast for n in ("add", "sub", "mul", "div")})
 
 _SAME_SHAPE_MODULES: tuple[type, ...] = (
     nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
@@ -54,6 +130,9 @@ _SAME_SHAPE_MODULES: tuple[type, ...] = (
     nn.LeakyReLU, nn.PReLU, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout2d,
 )  # fmt: skip
 MODULE_SHAPES: dict[type, ShapeFn] = {t: _like_first for t in _SAME_SHAPE_MODULES}
+EXACT_MODULE_SHAPES: dict[type, Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]] = {
+    nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Conv3d: _conv_module, nn.Linear: _linear_module,
+}  # fmt: skip
 
 
 def meta_value(op: str, target: Any, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
@@ -67,6 +146,10 @@ def meta_value(op: str, target: Any, module: nn.Module | None, args: tuple[Any, 
     elif op == "call_method":
         fn = METHOD_SHAPES.get(str(target))
     elif op == "call_module" and module is not None:
+        exact = EXACT_MODULE_SHAPES.get(type(module))
+        if exact is not None:
+            value = exact(module, args, kwargs) if args else None
+            return value is not None, value
         fn = next((MODULE_SHAPES[t] for t in type(module).__mro__ if t in MODULE_SHAPES), None)
     else:
         fn = None

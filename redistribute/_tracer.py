@@ -63,6 +63,13 @@ class _MetaProxy(fx.Proxy):
     def __iter__(self) -> Iterator[fx.Proxy]:
         return (self[i] for i in range(len(self._value())))
 
+    def __getattr__(self, k: str) -> fx.proxy.Attribute:
+        return _MetaAttribute(self, k)
+
+
+class _MetaAttribute(fx.proxy.Attribute, _MetaProxy):
+    """``x.shape`` and friends: unpacking them uses the meta value, not fx's bytecode inspection."""
+
 
 def _to_meta_value(a: Any) -> Any:
     if isinstance(a, fx.Proxy):
@@ -77,7 +84,9 @@ class _Tracer(fx.Tracer):
 
     def __init__(self, model: nn.Module, leaf_types: frozenset[type], autowrap: list[Any]) -> None:
         fns = tuple(f for f in autowrap if callable(f))
-        super().__init__(autowrap_functions=fns, param_shapes_constant=True)
+        # No autowrapped modules: fx would patch every function of `math` on each trace; our proxies answer
+        # float()/int() from their meta values, so math functions on shapes just work.
+        super().__init__(autowrap_modules=(), autowrap_functions=fns, param_shapes_constant=True)
         self._model = model
         self._leaf_types = leaf_types
         self._notrace, _ = _timm_notrace()
