@@ -194,7 +194,7 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
         normalized = channel_normalized_groups(model, plan.graph)
         for gid in grown:
             if gid in normalized:
-                _logger.warning(
+                _logger.info(
                     "group g%d grows, and %r normalises across its channels: the new channels change its statistics, "
                     "so the grown model is not function-preserving there",
                     gid,

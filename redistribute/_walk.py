@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from . import _rules
+from ._sizes import SizeSources, check_sizes
 from ._spaces import Layout, Segment, SpaceTable, const, layout_size
 
 __all__ = ["LayerUse", "Walker"]
@@ -88,9 +89,12 @@ class Walker:
 
     # -- driving --------------------------------------------------------------------------------------------
     def run(self, graph: fx.Graph) -> None:
+        sizes = SizeSources(self.dims)
         for node in graph.nodes:
             self._order += 1
-            self._dims[node] = self._visit(node)
+            out = self._dims[node] = self._visit(node)
+            if node.op in ("call_function", "call_method") and isinstance(node.meta.get("val"), torch.Tensor):
+                check_sizes(self.table, sizes, node, out, self.dims)
 
     def _visit(self, node: fx.Node) -> Any:
         val = node.meta.get("val")

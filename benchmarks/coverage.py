@@ -1,0 +1,316 @@
+"""Coverage of timm's architecture families: redistribute vs torch-pruning's dependency graph, model by model.
+
+The set is one model per timm module, the one with the fewest parameters (``coverage_models.py`` generates it;
+``results/coverage_models.json`` caches it). Each model runs in its own subprocess with a timeout, at its default
+configuration (``pretrained=False``, eval mode, batch 1 at ``pretrained_cfg["input_size"]``):
+
+* **eager**: the base model runs forward (models that do not are excluded from the denominator);
+* **ours**: ``redistribute.trace`` (seconds timed), free/fixed groups, then for each template ``a``-``e`` a plan at
+  equal FLOPs (tolerance 0.5 %), surgery, a forward pass with the base output shape; a model counts as
+  *redistributed* when all five pass. A model with no free group counts as a miss, with the reason printed.
+* **all widths changed**: every free group set to another width (``k = 0.75`` without matching): the model must
+  run forward with the base output shape, or be refused *before* surgery with a redistribute error (never a wrong
+  model and never a crash inside surgery).
+* **torch-pruning**: ``DependencyGraph().build_dependency`` (seconds timed), then ``MetaPruner`` with L1 magnitude
+  importance and a 25 % uniform ratio (classifier ignored), ``step()`` and a forward pass.
+
+    .venv/bin/python benchmarks/coverage.py                       # the whole set, writes results/coverage.md
+    .venv/bin/python benchmarks/coverage.py --models resnet,vgg   # some timm modules only
+    .venv/bin/python benchmarks/coverage.py --scope all --families transformers --out results/coverage_all.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+TEMPLATES = ("a", "b", "c", "d", "e")
+TRANSFORMERS = (
+    "vision_transformer", "deit", "beit", "eva", "swin_transformer", "swin_transformer_v2", "swin_transformer_v2_cr",
+    "cait", "xcit", "pvt_v2", "mvitv2", "twins", "levit", "pit", "crossvit", "mlp_mixer",
+)  # fmt: skip
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:180]
+
+
+def run_one(name: str, scope: str) -> dict[str, Any]:
+    """Everything measured for one model (runs inside the worker subprocess)."""
+    import timm
+    import torch
+
+    import redistribute
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    row: dict[str, Any] = {"model": name}
+    model = timm.create_model(name, pretrained=False).eval()
+    size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    row["input"] = "x".join(str(s) for s in size)
+    x = torch.randn(1, *size)
+    try:
+        with torch.no_grad():
+            base_shape = tuple(model(x).shape)
+        row["eager"] = True
+    except Exception as exc:
+        row.update(eager=False, eager_reason=_reason(exc))
+        return row
+    _warm_up()
+    # ours
+    try:
+        times = []
+        for _ in range(2):  # best of two: the first call in a process also pays one-off costs
+            t0 = time.perf_counter()
+            graph = redistribute.trace(model, size)
+            times.append(time.perf_counter() - t0)
+        row["ours_s"] = min(times)
+        free = graph.free_groups(scope)
+        row["groups"], row["free"] = len(graph.groups), len(free)
+        row["opaque"] = sorted(graph.opaque)[:3]
+    except Exception as exc:
+        row["ours_error"] = _reason(exc)
+        free = []
+    passed: dict[str, str] = {}
+    if free:
+        for t in TEMPLATES:
+            try:
+                p = redistribute.plan(graph, t, scope=scope, tolerance=0.005)
+                err = abs(p.cost.flops / p.base_cost.flops - 1.0)
+                new = redistribute.apply(model, p).eval()
+                with torch.no_grad():
+                    out = new(x)
+                ok = tuple(out.shape) == base_shape and bool(torch.isfinite(out).all()) and err <= 0.005
+                passed[t] = "ok" if ok else f"shape {tuple(out.shape)} / FLOPs err {err:.4%}"
+            except Exception as exc:
+                passed[t] = _reason(exc)
+    elif "ours_error" not in row:
+        row["ours_error"] = f"no free group under --scope {scope}: " + _fixed_summary(graph)
+    row["templates"] = passed
+    row["ours_ok"] = bool(passed) and all(v == "ok" for v in passed.values())
+    if free:
+        row["all_changed"] = _all_changed(model, graph, scope, x, base_shape)
+    # torch-pruning
+    row.update(_torch_pruning(name, x, base_shape))
+    return row
+
+
+def _warm_up() -> None:
+    """Run both tools once on a tiny timm model, so one-off costs (lazy imports, first kernels) are paid by neither."""
+    import timm
+    import torch
+    import torch_pruning as tp
+
+    import redistribute
+
+    m = timm.create_model("test_resnet").eval()
+    redistribute.trace(m, (3, 64, 64))
+    tp.DependencyGraph().build_dependency(m, example_inputs=torch.randn(1, 3, 64, 64))
+
+
+def _fixed_summary(graph: Any) -> str:
+    reasons: dict[str, int] = {}
+    for g in graph.groups:
+        if g.fixed:
+            reasons[g.fixed] = reasons.get(g.fixed, 0) + 1
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:2]
+    return "; ".join(f"{n}x {r}" for r, n in top) or "no channel groups"
+
+
+def _all_changed(model: Any, graph: Any, scope: str, x: Any, base_shape: tuple[int, ...]) -> str:
+    import torch
+
+    import redistribute
+
+    try:
+        p = redistribute.plan(graph, "base", match="none", k=0.75, scope=scope, divisor=1)
+    except redistribute.RedistributeError as exc:
+        return f"refused: {_reason(exc)}"
+    try:
+        new = redistribute.apply(model, p).eval()
+    except redistribute.RedistributeError as exc:
+        return f"refused: {_reason(exc)}"
+    except Exception as exc:
+        return f"CRASH in surgery: {_reason(exc)}"
+    try:
+        with torch.no_grad():
+            out = new(x)
+    except Exception as exc:
+        return f"WRONG: forward fails: {_reason(exc)}"
+    if tuple(out.shape) != base_shape:
+        return f"WRONG: output shape {tuple(out.shape)}"
+    return "ok"
+
+
+def _torch_pruning(name: str, x: Any, base_shape: tuple[int, ...]) -> dict[str, Any]:
+    import timm
+    import torch
+    import torch_pruning as tp
+
+    row: dict[str, Any] = {}
+    model = timm.create_model(name, pretrained=False).eval()
+    try:
+        times = []
+        for _ in range(2):  # best of two, as for ours
+            t0 = time.perf_counter()
+            tp.DependencyGraph().build_dependency(model, example_inputs=x)
+            times.append(time.perf_counter() - t0)
+        row["tp_s"] = min(times)
+    except Exception as exc:
+        row["tp_error"] = _reason(exc)
+        return row
+    try:
+        head = model.get_classifier() if hasattr(model, "get_classifier") else None
+        ignored = [m for m in ([head] if isinstance(head, torch.nn.Module) else []) if any(True for _ in m.parameters())]
+        pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.25, ignored_layers=ignored)
+        pruner.step()
+        with torch.no_grad():
+            out = model(x)
+        row["tp_ok"] = tuple(out.shape) == base_shape
+        if not row["tp_ok"]:
+            row["tp_error"] = f"output shape {tuple(out.shape)}"
+    except Exception as exc:
+        row["tp_ok"] = False
+        row["tp_error"] = _reason(exc)
+    return row
+
+
+# -- driver -------------------------------------------------------------------------------------------------------
+def _load_set(refresh: bool) -> list[dict[str, Any]]:
+    path = RESULTS / "coverage_models.json"
+    if refresh or not path.exists():
+        subprocess.run([sys.executable, str(HERE / "coverage_models.py"), "--out", str(path)], check=True, stdout=subprocess.DEVNULL)
+    return json.loads(path.read_text())["models"]
+
+
+def _worker(name: str, scope: str, timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--one", name, "--scope", scope]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "eager": True, "ours_error": f"timeout after {timeout:.0f} s", "wall_s": timeout}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:180]
+        return {"model": name, "eager": True, "ours_error": f"worker died (rc {done.returncode}): {tail}"}
+    row = json.loads(lines[-1])
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def _cell(ok: bool | None) -> str:
+    return "yes" if ok else "no"
+
+
+def render(rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> str:
+    lines = [
+        f"# Coverage: one model per timm module (scope `{scope}`)",
+        "",
+        f"timm {meta['timm']}, torch {meta['torch']}, torch-pruning {meta['tp']}, redistribute {meta['ours']}; "
+        f"{meta['cpus']} CPUs, 1 torch thread per worker; generated by `benchmarks/coverage.py` on {meta['date']}.",
+        "",
+        "| module | model | input | groups (free) | ours: a-e | all widths changed | ours trace s | tp build s | tp prune+fwd | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if not r.get("eager", True):
+            lines.append(f"| {r['module']} | {r['model']} | {r.get('input', '')} | | excluded | | | | | does not run eagerly: {r.get('eager_reason', '')} |")
+            continue
+        templates = r.get("templates", {})
+        bad = {t: v for t, v in templates.items() if v != "ok"}
+        note = r.get("ours_error") or "; ".join(f"{t}: {v}" for t, v in list(bad.items())[:1])
+        if r.get("tp_error"):
+            note += f" · tp: {r['tp_error']}"
+        ours = "5/5" if r.get("ours_ok") else f"{sum(v == 'ok' for v in templates.values())}/5"
+        lines.append(
+            f"| {r['module']} | {r['model']} | {r.get('input', '')} | {r.get('groups', '')} ({r.get('free', '')}) | {ours} | "
+            f"{r.get('all_changed', '')} | {r.get('ours_s', float('nan')):.3f} | {r.get('tp_s', float('nan')):.3f} | "
+            f"{_cell(r.get('tp_ok'))} | {note.replace('|', '/')} |"
+        )
+    eager = [r for r in rows if r.get("eager", True)]
+    ours_n = sum(1 for r in eager if r.get("ours_ok"))
+    tp_n = sum(1 for r in eager if r.get("tp_ok"))
+    ratios = [r["ours_s"] / r["tp_s"] for r in eager if "ours_s" in r and r.get("tp_s")]
+    wrong = [r["model"] for r in eager if str(r.get("all_changed", "")).startswith(("WRONG", "CRASH"))]
+    lines += [
+        "",
+        f"**Summary:** ours {ours_n}/{len(eager)} redistributed with all five templates vs torch-pruning {tp_n}/{len(eager)} "
+        f"pruned 25 % and ran; median trace+group time ratio ours/torch-pruning "
+        f"{statistics.median(ratios):.2f}x over {len(ratios)} models; "
+        f"{len(rows) - len(eager)} excluded (no eager forward); all-widths-changed plans wrong or crashing: {len(wrong)}"
+        + (f" ({', '.join(wrong)})" if wrong else "")
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--models", help="comma-separated timm modules (default: all)")
+    ap.add_argument("--families", choices=("all", "transformers"), default="all")
+    ap.add_argument("--scope", choices=("conv", "all"), default="conv")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per model")
+    ap.add_argument("--refresh", action="store_true", help="regenerate the model set")
+    ap.add_argument("--out", type=Path, default=None, help="markdown file (default results/coverage[_all].md)")
+    args = ap.parse_args(argv)
+    if args.one:
+        try:
+            row = run_one(args.one, args.scope)
+        except Exception as exc:
+            traceback.print_exc()
+            row = {"model": args.one, "eager": True, "ours_error": f"worker failed: {_reason(exc)}"}
+        print(json.dumps(row))
+        return 0
+    import timm
+    import torch
+    import torch_pruning as tp
+
+    import redistribute
+
+    entries = _load_set(args.refresh)
+    if args.models:
+        wanted = set(args.models.split(","))
+        entries = [e for e in entries if e["module"] in wanted]
+    if args.families == "transformers":
+        entries = [e for e in entries if e["module"] in TRANSFORMERS]
+    rows = []
+    for i, e in enumerate(entries, 1):
+        if e["model"] is None:
+            rows.append({"module": e["module"], "model": "-", "eager": False, "eager_reason": "no model builds"})
+            continue
+        row = {"module": e["module"], **_worker(e["model"], args.scope, args.timeout)}
+        rows.append(row)
+        status = "ok" if row.get("ours_ok") else ("excluded" if not row.get("eager", True) else "MISS")
+        print(f"[{i}/{len(entries)}] {e['module']:26s} {e['model']:36s} ours {status:8s} tp {'ok' if row.get('tp_ok') else 'no'}"
+              f"  {row.get('ours_error') or ''}", flush=True)  # fmt: skip
+    meta = {
+        "timm": timm.__version__, "torch": torch.__version__, "tp": tp.__version__, "ours": redistribute.__version__,
+        "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+    out = args.out or RESULTS / ("coverage.md" if args.scope == "conv" else "coverage_all.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = render(rows, args.scope, meta)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    print(text.splitlines()[-2])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
