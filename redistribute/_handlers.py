@@ -116,6 +116,10 @@ def _conv(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: tor
     else:
         w = resize_tensor(w, out_dim, out_idx, "kaiming")
         w = resize_tensor(w, in_dim, in_idx, 0.0)
+    if out_idx is not None and not transposed:  # other per-output-channel parameters (NFNet's gain)
+        for name, p in list(m._parameters.items()):
+            if name not in ("weight", "bias") and p is not None and p.ndim and p.shape[0] == m.out_channels:
+                _set(m, name, take(p.data, 0, out_idx, "mean"))
     _set(m, "weight", w)
     if m.bias is not None and out_idx is not None:
         _set(m, "bias", take(m.bias.data, 0, out_idx, 0.0))

@@ -45,7 +45,8 @@ class LayerUse:
         kernel: Kernel elements of a conv (``prod(kernel_size)``).
         groups: Base ``groups`` of a conv.
         bias: Whether the layer has a bias.
-        per_channel: Parameters per channel of a norm (2 for affine BN/LN); for ``param``: 1 for an
+        per_channel: Parameters per channel of a norm (2 for affine BN/LN); for conv/linear: elements per output
+            channel of parameters other than weight and bias (NFNet's ``gain``); for ``param``: 1 for an
             ``nn.Parameter``, 0 for a buffer.
         positions: How many times the weight is applied at batch 1 (output pixels of a conv, input pixels of a
             transposed conv, tokens of a linear).
@@ -66,6 +67,15 @@ class LayerUse:
     bias: bool = False
     per_channel: int = 0
     positions: int = 0
+
+
+def _extra_per_out_channel(mod: nn.Module) -> int:
+    """Elements per output channel of a layer's *other* parameters (NFNet's ``gain``), resized with its outputs."""
+    cout = getattr(mod, "out_channels", getattr(mod, "out_features", None))
+    if cout is None or getattr(mod, "transposed", False):
+        return 0
+    extra = [p for n, p in mod._parameters.items() if n not in ("weight", "bias") and p is not None and p.ndim and p.shape[0] == cout]
+    return sum(p.numel() // cout for p in extra)
 
 
 class Walker:
@@ -219,8 +229,9 @@ class Walker:
             positions = math.prod((in_shape if transposed else out_shape)[2:]) * out_shape[0]
         else:
             positions = math.prod(in_shape) // max(in_shape[-1], 1)
+        extra = _extra_per_out_channel(mod)
         self.uses.append(
-            LayerUse(name, kind, node.name, self._order, in_l, out_l, 1, mode, in_shape, out_shape, kernel, groups, bias, 0, positions)
+            LayerUse(name, kind, node.name, self._order, in_l, out_l, 1, mode, in_shape, out_shape, kernel, groups, bias, extra, positions)
         )
 
     def use_member(self, node: fx.Node, kind: str, layout: Layout, dim: int) -> None:

@@ -317,13 +317,6 @@ def test_timm_metadata_channels_last_ambiguous_size() -> None:
     assert [f["num_chs"] for f in new.feature_info] == per_level
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="bug: NFNet's ScaledStdConv2d (an nn.Conv2d subclass) has a per-output-channel 'gain' parameter "
-    "(out_channels, 1, 1, 1) that neither the walker nor the conv handler resizes, so forward fails "
-    "('weight should contain N elements not M') after any width change",
-)
 def test_nfnet_scaled_std_conv_gain_is_resized() -> None:
     m = _timm("test_nfnet")
     p = redistribute.plan(m, "a", divisor=1, input_size=SIZE)
@@ -331,3 +324,4 @@ def test_nfnet_scaled_std_conv_gain_is_resized() -> None:
     new = redistribute.apply(m, p).eval()
     with torch.no_grad():
         assert new(torch.randn(1, *SIZE)).shape == (1, 1000)
+    assert sum(t.numel() for t in new.parameters()) == p.cost.params  # gain counted and resized
