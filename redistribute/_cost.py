@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ._graph import ChannelGraph
 from ._spaces import Layout
-from ._walk import LayerUse
+from ._uses import LayerUse
 
 __all__ = ["CostModel", "CostReport", "METRICS"]
 
@@ -77,6 +77,8 @@ def _params_terms(u: LayerUse) -> list[_Term]:
         terms = _weight_terms(u, 1)
         if u.bias:
             terms.append((1.0, (_expr(u.out_layout),)))
+        if u.per_channel:  # other per-output-channel parameters (NFNet's gain)
+            terms.append((float(u.per_channel), (_expr(u.out_layout),)))
         return terms
     if u.kind == "norm" and u.per_channel:
         return [(float(u.per_channel), (_expr(u.out_layout),))]

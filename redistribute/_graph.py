@@ -28,13 +28,15 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import torch
 from torch import nn
 
 from ._errors import TraceError, UsageError
 from ._rules import MODULE_RULES
 from ._spaces import Layout, Segment
 from ._tracer import TracedModel, trace_model
-from ._walk import LayerUse, Walker
+from ._uses import LayerUse
+from ._walk import Walker
 
 __all__ = ["ChannelGroup", "ChannelGraph", "trace", "register_group_width_block"]
 
@@ -232,7 +234,12 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
     uses = tuple(
         replace(u, in_layout=seg_map(u.in_layout), out_layout=seg_map(u.out_layout)) for u in w.uses
     )
-    outputs = tuple((n, m, tuple(seg_map(d) for d in dims), shape) for n, m, dims, shape in w.outputs)  # type: ignore[misc]
+    inlined = [
+        (node.name, name, w.dims(node), tuple(node.meta["val"].shape))
+        for name, node in traced.inlined_calls
+        if isinstance(node.meta.get("val"), torch.Tensor) and isinstance(w.dims(node), tuple)
+    ]
+    outputs = tuple((n, m, tuple(seg_map(d) for d in dims), shape) for n, m, dims, shape in [*w.outputs, *inlined])  # type: ignore[misc]
     roots = {v: k for k, v in gid.items()}
     n = len(gid)
     producers: list[list[tuple[int, str, LayerUse]]] = [[] for _ in range(n)]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._walk import LayerUse
+from ._uses import LayerUse
 
 __all__ = ["HANDLERS", "register_handler", "take", "resize_tensor"]
 

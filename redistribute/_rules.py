@@ -335,8 +335,11 @@ def _functional_norm(w: Walker, node: fx.Node) -> Dims:
 
 @function_rule(F.linear)
 def _functional_linear(w: Walker, node: fx.Node) -> Dims:
-    x = w.dims(node.args[0])
-    weight = w.dims(node.args[1])
+    x = w.dims(node.args[0] if node.args else node.kwargs["input"])
+    weight_arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    weight = w.dims(weight_arg)
+    if not isinstance(x, tuple) or not isinstance(weight, tuple) or len(weight) != 2:
+        return w.unknown(node, f"F.linear at '{node.name}' with a weight the tracer cannot map")
     w.table.unify(x[-1], weight[1], node.name)
     bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
     if isinstance(bias, fx.Node):

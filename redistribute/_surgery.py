@@ -25,7 +25,7 @@ from ._graph import ChannelGraph
 from ._handlers import HANDLERS, resize_norm_like, take
 from ._plan import Plan
 from ._spaces import Layout
-from ._walk import LayerUse
+from ._uses import LayerUse
 
 __all__ = ["apply", "apply_", "select_channels", "channel_scores", "channel_normalized_groups", "IMPORTANCE"]
 

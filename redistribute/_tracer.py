@@ -71,14 +71,6 @@ class _MetaAttribute(fx.proxy.Attribute, _MetaProxy):
     """``x.shape`` and friends: unpacking them uses the meta value, not fx's bytecode inspection."""
 
 
-def _to_meta_value(a: Any) -> Any:
-    if isinstance(a, fx.Proxy):
-        return a.node.meta.get("val")
-    if isinstance(a, fx.Node):
-        return a.meta.get("val")
-    return a
-
-
 class _Tracer(fx.Tracer):
     """Traces a meta copy of a model, computing each node's value as it goes."""
 
@@ -92,6 +84,7 @@ class _Tracer(fx.Tracer):
         self._notrace, _ = _timm_notrace()
         self.forced_leaves: dict[str, str] = {}
         self.module_outputs: dict[str, fx.Node] = {}
+        self.inlined_calls: list[tuple[str, fx.Node]] = []
         self.marks: dict[str, fx.Node] = {}
         self.meta_input: torch.Tensor | None = None
         self._evaluating = False
@@ -134,6 +127,8 @@ class _Tracer(fx.Tracer):
                 out = super().call_module(m, forward, args, kwargs)
         if isinstance(out, fx.Proxy):
             self.module_outputs[name] = out.node
+            if not self.is_leaf_module(m, name) and next(m.children(), None) is None:
+                self.inlined_calls.append((name, out.node))  # a childless module traced through: its output
         return out
 
     def _erase_after(self, last: fx.Node) -> None:
@@ -156,9 +151,27 @@ class _Tracer(fx.Tracer):
             raise TraceError(f"cannot evaluate {where} on the meta device: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
         return proxy
 
+    def _meta_of(self, a: Any) -> Any:
+        node = a.node if isinstance(a, fx.Proxy) else a
+        if not isinstance(node, fx.Node):
+            return a
+        if "val" not in node.meta and node.op == "get_attr":  # buffers and constants fx adds via create_arg
+            node.meta["val"] = self._attr(str(node.target))
+        return node.meta.get("val")
+
+    def _attr(self, target: str) -> Any:
+        self._evaluating = True
+        try:
+            obj: Any = self._model
+            for atom in target.split("."):
+                obj = getattr(obj, atom)
+            return obj
+        finally:
+            self._evaluating = False
+
     def _compute(self, node: fx.Node) -> Any:
-        args = fx.node.map_aggregate(node.args, _to_meta_value)
-        kwargs = fx.node.map_aggregate(node.kwargs, _to_meta_value)
+        args = fx.node.map_aggregate(node.args, self._meta_of)
+        kwargs = fx.node.map_aggregate(node.kwargs, self._meta_of)
         if node.op == "placeholder":  # the first input is the traced tensor; the others keep their defaults
             self._placeholders += 1
             if self._placeholders == 1 and self.meta_input is not None:
@@ -169,14 +182,7 @@ class _Tracer(fx.Tracer):
         if known:
             return value
         if node.op == "get_attr":
-            self._evaluating = True
-            try:
-                obj: Any = self._model
-                for atom in str(node.target).split("."):
-                    obj = getattr(obj, atom)
-                return obj
-            finally:
-                self._evaluating = False
+            return self._attr(str(node.target))
         if node.op in ("call_function", "call_method"):
             self._evaluating = True
             try:
@@ -217,6 +223,7 @@ class TracedModel:
     opaque: dict[str, str] = field(default_factory=dict)
     module_outputs: dict[str, fx.Node] = field(default_factory=dict)
     marks: dict[str, fx.Node] = field(default_factory=dict)
+    inlined_calls: tuple[tuple[str, fx.Node], ...] = ()
 
 
 def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: frozenset[type]) -> TracedModel:
@@ -252,4 +259,5 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
         opaque=dict(tracer.forced_leaves),
         module_outputs=dict(tracer.module_outputs),
         marks=dict(tracer.marks),
+        inlined_calls=tuple(tracer.inlined_calls),
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,63 +18,11 @@ from torch import fx, nn
 from . import _rules
 from ._sizes import SizeSources, check_sizes
 from ._spaces import Layout, Segment, SpaceTable, const, layout_size
+from ._uses import LayerUse, extra_per_out_channel
 
 __all__ = ["LayerUse", "Walker"]
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LayerUse:
-    """One call of a layer (or one loose parameter) and the layouts its weights follow.
-
-    Attributes:
-        module: Qualified name of the module (for ``param``: of the parameter or buffer).
-        kind: ``conv``, ``linear``, ``norm`` (params sized by ``out_layout``), ``param`` (a loose tensor whose
-            dimension ``dim`` follows ``out_layout``) or ``flops`` (a functional matmul, cost only).
-        node: Name of the fx node.
-        order: Position of the node in execution order.
-        in_layout: Input channel layout (conv, linear).
-        out_layout: Output channel layout (conv, linear), or the layout of ``dim``.
-        dim: The tensor dimension concerned (norm, param).
-        mode: Grouped-conv policy: ``none``, ``depthwise``, ``count`` (group count kept) or ``width`` (group width
-            kept).
-        in_shape: Shape of the input value.
-        out_shape: Shape of the output value.
-        kernel: Kernel elements of a conv (``prod(kernel_size)``).
-        groups: Base ``groups`` of a conv.
-        bias: Whether the layer has a bias.
-        per_channel: Parameters per channel of a norm (2 for affine BN/LN); for conv/linear: elements per output
-            channel of parameters other than weight and bias (NFNet's ``gain``); for ``param``: 1 for an
-            ``nn.Parameter``, 0 for a buffer.
-        positions: How many times the weight is applied at batch 1 (output pixels of a conv, input pixels of a
-            transposed conv, tokens of a linear).
-    """
-
-    module: str
-    kind: str
-    node: str
-    order: int
-    in_layout: Layout | None
-    out_layout: Layout | None
-    dim: int = 1
-    mode: str = "none"
-    in_shape: tuple[int, ...] = ()
-    out_shape: tuple[int, ...] = ()
-    kernel: int = 1
-    groups: int = 1
-    bias: bool = False
-    per_channel: int = 0
-    positions: int = 0
-
-
-def _extra_per_out_channel(mod: nn.Module) -> int:
-    """Elements per output channel of a layer's *other* parameters (NFNet's ``gain``), resized with its outputs."""
-    cout = getattr(mod, "out_channels", getattr(mod, "out_features", None))
-    if cout is None or getattr(mod, "transposed", False):
-        return 0
-    extra = [p for n, p in mod._parameters.items() if n not in ("weight", "bias") and p is not None and p.ndim and p.shape[0] == cout]
-    return sum(p.numel() // cout for p in extra)
 
 
 class Walker:
@@ -229,7 +176,7 @@ class Walker:
             positions = math.prod((in_shape if transposed else out_shape)[2:]) * out_shape[0]
         else:
             positions = math.prod(in_shape) // max(in_shape[-1], 1)
-        extra = _extra_per_out_channel(mod)
+        extra = extra_per_out_channel(mod)
         self.uses.append(
             LayerUse(name, kind, node.name, self._order, in_l, out_l, 1, mode, in_shape, out_shape, kernel, groups, bias, extra, positions)
         )

@@ -143,12 +143,6 @@ def test_cost_model_delta_matches_difference(residual_net: nn.Module) -> None:
         cm.evaluate("latency", w)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the _cost docstring defines memory as 'the quantity a forward hook on each leaf module would add up', "
-    "but outputs of parameterless leaf modules that are not torch.nn classes (e.g. timm's GELU, a user's "
-    "activation module) are traced through and not counted",
-)
 def test_memory_counts_custom_activation_modules() -> None:
     class Swish(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
