@@ -22,7 +22,7 @@ from ._errors import UsageError
 from ._graph import ChannelGraph
 from ._templates import Template
 
-__all__ = ["Distribution", "distribution", "widths_at", "step_of"]
+__all__ = ["Distribution", "distribution", "step_of", "widths_at"]
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,12 @@ def distribution(graph: ChannelGraph, scope: str = "conv", ratio: float | None =
     """Compute positions, trends and local ratios of ``graph``'s free groups."""
     if scope not in ("conv", "all"):
         raise UsageError(f"scope {scope!r} is unknown; use 'conv' or 'all'")
-    if ratio is not None and (not math.isfinite(ratio) or ratio < 1):
-        raise UsageError(f"ratio {ratio} is invalid: it must be a number >= 1 (e.g. --ratio 8)")
-    if divisor < 1:
-        raise UsageError(f"divisor {divisor} is invalid: it must be a whole number >= 1 (e.g. --divisor 8)")
+    if ratio is not None and not (
+        isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and math.isfinite(ratio) and ratio >= 1
+    ):
+        raise UsageError(f"ratio {ratio!r} is invalid: it must be a number >= 1 (e.g. --ratio 8)")
+    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
+        raise UsageError(f"divisor {divisor!r} is invalid: it must be a whole number >= 1 (e.g. --divisor 8)")
     free = graph.free_groups(scope)
     orders = sorted({o for g in free for o in g.producer_orders})
     index = {o: i for i, o in enumerate(orders)}
@@ -79,7 +81,7 @@ def distribution(graph: ChannelGraph, scope: str = "conv", ratio: float | None =
 
 
 def _fit(x: float, step: int) -> int:
-    return max(step, int(round(x / step)) * step)
+    return max(step, round(x / step) * step)
 
 
 def widths_at(graph: ChannelGraph, dist: Distribution, template: Template, k: float) -> dict[int, int]:

@@ -15,14 +15,29 @@ from torch import nn
 
 from ._cost import METRICS, CostModel, CostReport
 from ._distribute import Distribution, apply_ties, distribution, widths_at
-from ._errors import UsageError
+from ._errors import InfeasibleTargetError, UsageError
 from ._graph import ChannelGraph, check_traceable, trace
 from ._match import match_k
 from ._templates import Template, get_template
 
-__all__ = ["Plan", "plan", "plan_from_widths"]
+__all__ = ["MAX_WIDTH", "Plan", "check_options", "plan", "plan_from_widths"]
 
 _logger = logging.getLogger(__name__)
+
+#: The widest group redistribute builds: no real layer has a million channels, and one would not fit in memory.
+MAX_WIDTH = 1 << 20
+
+
+def _check_buildable(graph: ChannelGraph, widths: dict[int, int], match: str, target: float, k: float) -> None:
+    gid = max(widths, key=widths.__getitem__)
+    if widths[gid] <= MAX_WIDTH:
+        return
+    g = graph.groups[gid]
+    asked = f"k={k:.4g}" if match == "none" else f"target {match} {target:.4g}"
+    raise InfeasibleTargetError(
+        f"{asked} needs group g{gid} ({g.signature}) at {widths[gid]} channels, above the {MAX_WIDTH} redistribute "
+        "builds. Hint: lower the target (or k)"
+    )
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,53 @@ class Plan:
         return {g.id: (g.width, self.widths[g.id]) for g in self.graph.groups if self.widths[g.id] != g.width}
 
 
+def _positive_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def check_options(
+    *,
+    template: str | Template | Callable[[float], float] | None = None,
+    match: str | None = None,
+    target: float | None = None,
+    tolerance: float | None = None,
+    divisor: int | None = None,
+    ratio: float | None = None,
+    scope: str | None = None,
+    k: float | None = None,
+) -> Template | None:
+    """Validate :func:`plan`'s options before any work is done (``None`` skips a check).
+
+    The CLI calls this before it builds and traces the model, so a bad option costs nothing.
+
+    Returns:
+        The resolved template, when one is given.
+
+    Raises:
+        TemplateError: Unknown template or malformed control points.
+        UsageError: Any other option out of range (NaN, zero or negative tolerance, divisor < 1, ratio < 1, ...).
+
+    Example:
+        >>> check_options(template="peak", tolerance=0.01).name
+        'd'
+    """
+    if match is not None and match not in METRICS and match != "none":
+        raise UsageError(f"match metric {match!r} is unknown; choose one of {', '.join(METRICS)} or none")
+    if divisor is not None and (not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1):
+        raise UsageError(f"divisor {divisor!r} is invalid: it must be a whole number >= 1 (e.g. --divisor 8)")
+    if tolerance is not None and not _positive_number(tolerance):
+        raise UsageError(f"tolerance {tolerance!r} is invalid: it must be a positive fraction (e.g. --tolerance 0.005)")
+    if ratio is not None and not (_positive_number(ratio) and ratio >= 1):
+        raise UsageError(f"ratio {ratio!r} is invalid: it must be a number >= 1 (e.g. --ratio 8)")
+    if scope is not None and scope not in ("conv", "all"):
+        raise UsageError(f"scope {scope!r} is unknown; use 'conv' or 'all'")
+    if k is not None and not _positive_number(k):
+        raise UsageError(f"width multiplier k={k!r} is invalid: it must be a positive number (e.g. k=1.0)")
+    if target is not None and not _positive_number(target):
+        raise UsageError(f"target {target!r} is invalid: it must be a positive number (e.g. the base model's FLOPs)")
+    return get_template(template) if template is not None else None
+
+
 def plan(
     model: nn.Module | ChannelGraph,
     template: str | Template | Callable[[float], float] = "d",
@@ -103,7 +165,9 @@ def plan(
         The :class:`Plan`.
 
     Raises:
-        TemplateError: Unknown template.
+        TemplateError: Unknown template, or a custom one that fails or gives a non-positive value.
+        UsageError: An option out of range (see :func:`check_options`), or ``model`` is not a model.
+        TraceError: The model cannot be traced, or none of its groups can change width.
         InfeasibleTargetError: The target or tolerance cannot be met; the message gives the reachable range.
 
     Example:
@@ -112,14 +176,11 @@ def plan(
         >>> abs(p.cost.flops / p.base_cost.flops - 1) <= 0.005
         True
     """
-    graph = model if isinstance(model, ChannelGraph) else trace(model, input_size)
     tmpl = get_template(template)
-    if match not in METRICS and match != "none":
-        raise UsageError(f"match metric {match!r} is unknown; choose one of {', '.join(METRICS)} or none")
-    if not isinstance(divisor, int) or divisor < 1:
-        raise UsageError(f"divisor {divisor!r} is invalid: it must be a whole number >= 1 (e.g. --divisor 8)")
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance > 0):
-        raise UsageError(f"tolerance {tolerance!r} is invalid: it must be a positive fraction (e.g. --tolerance 0.005)")
+    check_options(match=match, target=target, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, k=k)
+    if not isinstance(model, (nn.Module, ChannelGraph)):
+        raise UsageError(f"plan needs an nn.Module or a ChannelGraph from redistribute.trace, not {type(model).__name__}")
+    graph = model if isinstance(model, ChannelGraph) else trace(model, input_size)
     check_traceable(graph)
     dist = distribution(graph, scope, ratio, divisor)
     cost_model = CostModel(graph)
@@ -149,6 +210,7 @@ def plan(
         )
         kk, widths = result.k, result.widths
         _logger.info("matched %s: k=%.4f after %d steps and %d fix-ups", match, kk, result.steps, result.fixups)
+    _check_buildable(graph, widths, match, target_value, kk)
     return Plan(
         graph=graph,
         widths=widths,
@@ -179,10 +241,10 @@ def plan_from_widths(graph: ChannelGraph, widths: dict[int, int], **fields: obje
         if g.fixed is not None:
             raise ConstraintError(f"group g{g.id} ({g.signature}) is fixed ({g.fixed}); its width must stay {g.width}, not {w}")
         step = math.lcm(max(g.multiple, 1), max(g.block, 1))
-        if w < 1 or w % step:
+        if not isinstance(w, int) or isinstance(w, bool) or w < 1 or w % step or w > MAX_WIDTH:
             raise ConstraintError(
-                f"width {w} of group g{g.id} ({g.signature}) breaks its constraint ({g.constraints}): "
-                f"use a positive multiple of {step}"
+                f"width {w!r} of group g{g.id} ({g.signature}) breaks its constraint ({g.constraints or 'none'}): "
+                f"use a positive multiple of {step} up to {MAX_WIDTH}"
             )
         if g.tie is not None:
             src, num, den = g.tie

@@ -18,7 +18,7 @@ from torch import nn
 
 from ._errors import CheckpointError, SourceError
 
-__all__ = ["load_model", "PREFIXES"]
+__all__ = ["PREFIXES", "load_model"]
 
 PREFIXES = ("timm", "torchvision")
 
@@ -34,11 +34,20 @@ def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Mod
     if not timm.is_model(name):
         raise SourceError(f"unknown timm model {name!r}{_suggest(name, timm.list_models())} (list them with timm.list_models())")
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        return _call(f"timm:{name}", timm.create_model, name, pretrained=False, **kwargs)
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return _call(f"timm:{name}", timm.create_model, name, pretrained=True, **kwargs)
     except OSError as exc:  # hub/URL download failures and missing cache entries are all OSError subclasses
         raise CheckpointError(f"pretrained weights for timm:{name} {_timm_cache_hint(name)}: {exc}".splitlines()[0][:400]) from exc
+
+
+def _call(label: str, factory: Any, *args: Any, **kwargs: Any) -> nn.Module:
+    """Call a zoo factory; an argument it rejects (``num_classes="x"``, an unknown keyword) is a SourceError."""
+    try:
+        return factory(*args, **kwargs)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("pretrained", "weights"))
+        raise SourceError(f"building {label}({shown}) failed: {type(exc).__name__}: {exc}".splitlines()[0][:400]) from exc
 
 
 def _timm_cache_hint(name: str) -> str:
@@ -61,9 +70,9 @@ def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False) ->
     if name not in names:
         raise SourceError(f"unknown torchvision model {name!r}{_suggest(name, names)}")
     if not pretrained:
-        return models.get_model(name, weights=None, **kwargs)
+        return _call(f"torchvision:{name}", models.get_model, name, weights=None, **kwargs)
     try:
-        return models.get_model(name, weights="DEFAULT", **kwargs)
+        return _call(f"torchvision:{name}", models.get_model, name, weights="DEFAULT", **kwargs)
     except OSError as exc:  # URLError is an OSError
         import torch.hub
 
@@ -75,8 +84,12 @@ def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False) ->
 
 def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
     path = Path(path_text)
+    if path.is_dir():
+        raise SourceError(f"model file {path_text!r} is a folder, not a Python file. Hint: give path/to/file.py:factory")
     if not path.is_file():
         raise SourceError(f"model file {path_text!r} does not exist. Hint: give path/to/file.py:factory")
+    if not factory:
+        raise SourceError(f"{path_text!r} names no factory. Hint: give path/to/file.py:factory, e.g. {path_text}:make")
     mod_name = f"_redistribute_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:
@@ -85,7 +98,8 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file: report, don't crash
+    except (Exception, SystemExit) as exc:  # the user's file: report, don't crash (Ctrl-C goes on)
+        sys.modules.pop(mod_name, None)
         raise SourceError(f"importing {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     fn = getattr(module, factory, None)
     if not callable(fn):
@@ -93,7 +107,7 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
         raise SourceError(f"{path_text!r} has no callable {factory!r}{_suggest(factory, found)}")
     try:
         model = fn(**kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise SourceError(f"calling {factory}() from {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     if not isinstance(model, nn.Module):
         raise SourceError(f"{factory}() in {path_text!r} returned {type(model).__name__}, not an nn.Module")

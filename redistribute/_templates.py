@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from importlib import metadata
 
 from ._errors import TemplateError
 
-__all__ = ["Template", "register_template", "get_template", "list_templates", "TEMPLATES"]
+__all__ = ["TEMPLATES", "Template", "get_template", "list_templates", "register_template"]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,9 +63,23 @@ class Template:
         return self.fn is None
 
     def __call__(self, p: float, r: float) -> float:
+        """``T(p, r)``, checked: a custom shape that raises or gives a non-positive value is a TemplateError."""
         if self.fn is None:
             raise TemplateError("template 'base' has no shape of its own: it is the base model's trend")
-        return float(self.fn(p, r))
+        try:
+            value = float(self.fn(p, r))
+        except TemplateError:
+            raise
+        except Exception as exc:  # a user's callable: report it as a template problem
+            raise TemplateError(
+                f"template {self.name!r} failed at p={p:.3g}: {type(exc).__name__}: {exc}".splitlines()[0]
+            ) from exc
+        if not (math.isfinite(value) and value > 0):
+            raise TemplateError(
+                f"template {self.name!r} gives {value!r} at p={p:.3g}; a template must give a positive finite width "
+                "factor at every p in [0, 1]"
+            )
+        return value
 
 
 TEMPLATES: dict[str, Template] = {}
@@ -113,7 +128,12 @@ def _load_entry_points() -> None:
             _logger.warning("template plugin %r failed to load: %s", ep.name, exc)
             continue
         if ep.name not in TEMPLATES:
-            TEMPLATES[ep.name] = Template(ep.name, "", f"from {ep.value}", lambda p, r, f=fn: float(f(p)))
+            TEMPLATES[ep.name] = Template(ep.name, "", f"from {ep.value}", _of_position(fn))
+
+
+def _of_position(fn: Callable[[float], float]) -> ShapeFn:
+    """A shape ``T(p, r)`` from a function of the position alone."""
+    return lambda p, r: float(fn(p))
 
 
 def list_templates() -> list[Template]:
@@ -122,7 +142,12 @@ def list_templates() -> list[Template]:
     return list(TEMPLATES.values())
 
 
+def _valid_names() -> str:
+    return ", ".join(sorted(TEMPLATES) + sorted(_ALIASES))
+
+
 def _control_points(spec: str) -> Template:
+    names = f"(or a template name: {_valid_names()})"
     points: list[tuple[float, float]] = []
     for item in spec.split(","):
         try:
@@ -131,21 +156,23 @@ def _control_points(spec: str) -> Template:
         except ValueError:
             raise TemplateError(
                 f"control point {item.strip()!r} in template {spec!r} is not 'position:value'. "
-                "Hint: write e.g. --template '0:1,0.5:4,1:1'"
+                f"Hint: write e.g. --template '0:1,0.5:4,1:1' {names}"
             ) from None
         if not (0.0 <= p <= 1.0) or not math.isfinite(v) or v <= 0:
             raise TemplateError(
                 f"control point {item.strip()!r} in template {spec!r} is out of range: positions go from 0 to 1, "
-                "values must be positive"
+                f"values must be positive {names}"
             )
         points.append((p, v))
     points.sort()
     if len(points) < 2 or points[0][0] > 0.0 or points[-1][0] < 1.0:
-        raise TemplateError(f"template {spec!r} must have control points at positions 0 and 1, e.g. '0:1,0.5:4,1:1'")
+        raise TemplateError(
+            f"template {spec!r} must have control points at positions 0 and 1, e.g. '0:1,0.5:4,1:1' {names}"
+        )
     top = max(v for _, v in points)
 
     def fn(p: float, r: float) -> float:
-        for (p0, v0), (p1, v1) in zip(points, points[1:]):
+        for (p0, v0), (p1, v1) in itertools.pairwise(points):
             if p <= p1:
                 t = 0.0 if p1 == p0 else (p - p0) / (p1 - p0)
                 return (v0 + t * (v1 - v0)) / top
@@ -163,9 +190,7 @@ def get_template(template: str | Callable[[float], float] | Template) -> Templat
     if isinstance(template, Template):
         return template
     if callable(template):
-        fn = template
-        name = getattr(fn, "__name__", "custom")
-        return Template(name, "", "custom callable", lambda p, r: float(fn(p)))
+        return Template(getattr(template, "__name__", "custom"), "", "custom callable", _of_position(template))
     if not isinstance(template, str) or not template.strip():
         raise TemplateError(f"template {template!r} is not a name. Hint: run 'redistribute templates'")
     key = template.strip()
@@ -175,5 +200,4 @@ def get_template(template: str | Callable[[float], float] | Template) -> Templat
     key = _ALIASES.get(key.lower(), key.lower() if key.lower() in TEMPLATES else key)
     if key in TEMPLATES:
         return TEMPLATES[key]
-    names = ", ".join(sorted(TEMPLATES) + sorted(_ALIASES))
-    raise TemplateError(f"unknown template {template!r}; valid: {names}, or control points like '0:1,0.5:4,1:1'")
+    raise TemplateError(f"unknown template {template!r}; valid: {_valid_names()}, or control points like '0:1,0.5:4,1:1'")
