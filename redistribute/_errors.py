@@ -20,6 +20,7 @@ __all__ = [
     "SpecMismatchError",
     "CheckpointError",
     "OutputError",
+    "DataError",
 ]
 
 
@@ -73,3 +74,7 @@ class CheckpointError(RedistributeError):
 
 class OutputError(RedistributeError):
     """An output folder cannot be written, or already holds a result (use ``--force``)."""
+
+
+class DataError(UsageError):
+    """A training data folder is missing or not laid out as ``DIR/train/<class>/*`` (and ``DIR/val/<class>/*``)."""

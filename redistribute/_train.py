@@ -1,0 +1,462 @@
+"""The training hand-off: train a redistributed model with timm's components, on one device or many.
+
+:func:`train` builds the model from a spec through the ``redistributed`` timm entrypoint (starting from the saved
+weights when there are some), reads an image folder with ``timm.data``, and runs timm's classification task (or
+logit distillation from the original model) with ``create_optimizer_v2``, ``create_scheduler_v2``, Mixup/CutMix,
+label smoothing, ``ModelEmaV3``, native AMP and channels-last. Under ``torchrun`` it trains with
+DistributedDataParallel: distributed samplers, optional synchronised BatchNorm, metrics reduced over all ranks,
+and only rank 0 writing files.
+
+The output folder gets ``metrics.csv`` (one row per epoch), ``last.pth.tar`` (a timm training checkpoint, written
+atomically every epoch; ``resume=`` continues from it at the next epoch) and, at the end, the trained model as
+``spec.json`` + ``config.json`` + ``model.safetensors`` (``timm.create_model("local-dir:OUT", pretrained=True)``).
+
+Example:
+    >>> result = train("out/resnet50_d", "data/flowers", config=TrainConfig(epochs=3))  # doctest: +SKIP
+    >>> result.history[-1].val_top1  # doctest: +SKIP
+    87.5
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._errors import CheckpointError, DataError, OutputError, UsageError
+from ._io import atomic_path, atomic_paths, atomic_write_text
+
+__all__ = ["CHECKPOINT", "METRICS", "EpochMetrics", "TrainConfig", "TrainProgress", "TrainResult", "train"]
+
+_logger = logging.getLogger(__name__)
+
+CHECKPOINT = "last.pth.tar"
+METRICS = "metrics.csv"
+_TRAIN_DIRS, _VAL_DIRS = ("train", "training"), ("val", "valid", "validation", "eval")
+_LAYOUT = "lay it out as DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a training run (paths and resume options are arguments of :func:`train`).
+
+    Attributes:
+        epochs, batch_size: Schedule length; images per step and process.
+        lr, opt, weight_decay, sched, warmup_epochs: timm optimizer (``sgd``, ``adamw``, ...) and scheduler.
+        img_size: Training resolution; default the spec's input size.
+        workers: Data-loading processes per training process.
+        device: ``cpu`` or ``cuda`` (under torchrun each process takes the GPU of its local rank).
+        amp: Mixed precision (float16 with loss scaling on CUDA, bfloat16 on CPU).
+        channels_last: Channels-last memory format.
+        seed: Seed of the initialisation (the same on every rank) and of augmentation (offset by rank).
+        smoothing, mixup, cutmix, aug: Label smoothing, Mixup/CutMix alphas (0: off), timm's training augmentation.
+        ema, ema_decay: Keep a ``ModelEmaV3`` average; it is what is validated and exported.
+        sync_bn: Synchronised BatchNorm across processes (CUDA and torchrun only).
+        teacher, teacher_checkpoint: Distil from this model source (the original model) with these weights.
+        kd_temperature, kd_weight: Distillation temperature, and weight of the distillation term in [0, 1].
+
+    Example:
+        >>> TrainConfig(epochs=3, opt="adamw", lr=1e-3).batch_size
+        64
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    opt: str = "sgd"
+    weight_decay: float = 2e-5
+    sched: str = "cosine"
+    warmup_epochs: int = 0
+    img_size: int | None = None
+    workers: int = 4
+    device: str = "cpu"
+    amp: bool = False
+    channels_last: bool = False
+    seed: int = 42
+    smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    aug: bool = True
+    ema: bool = False
+    ema_decay: float = 0.9998
+    sync_bn: bool = False
+    teacher: str | None = None
+    teacher_checkpoint: str | None = None
+    kd_temperature: float = 4.0
+    kd_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        from timm.optim import list_optimizers
+
+        rules = (  # field, valid, what it must be, example
+            ("epochs", self.epochs >= 1, "at least 1", "--epochs 10"),
+            ("batch_size", self.batch_size >= 1, "at least 1", "--batch-size 64"),
+            ("lr", self.lr > 0, "positive", "--lr 0.05"),
+            ("weight_decay", self.weight_decay >= 0, "zero or positive", "--weight-decay 2e-5"),
+            ("warmup_epochs", self.warmup_epochs >= 0, "zero or positive", "--warmup-epochs 0"),
+            ("workers", self.workers >= 0, "zero or positive", "--workers 4"),
+            ("img_size", self.img_size is None or self.img_size >= 8, "at least 8", "--img-size 224"),
+            ("smoothing", 0 <= self.smoothing < 1, "in [0, 1)", "--smoothing 0.1"),
+            ("mixup", self.mixup >= 0, "zero (off) or positive", "--mixup 0.2"),
+            ("cutmix", self.cutmix >= 0, "zero (off) or positive", "--cutmix 1.0"),
+            ("ema_decay", 0 < self.ema_decay < 1, "in (0, 1)", "--ema-decay 0.9998"),
+            ("kd_temperature", self.kd_temperature > 0, "positive", "--kd-temperature 4"),
+            ("kd_weight", 0 <= self.kd_weight <= 1, "in [0, 1]", "--kd-weight 0.5"),
+        )
+        for name, ok, must, example in rules:
+            if not ok:
+                raise UsageError(f"{name.replace('_', ' ')} {getattr(self, name)!r} is invalid: it must be {must} (e.g. {example})")
+        if self.opt.lower() not in list_optimizers():
+            raise UsageError(f"unknown optimizer {self.opt!r}. Hint: sgd, adamw, lamb, ... (timm.optim.list_optimizers())")
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise UsageError(f"Mixup/CutMix needs an even batch size, got {self.batch_size}. Hint: --batch-size {self.batch_size + 1}")
+        if self.sync_bn and not self.device.startswith("cuda"):
+            raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel). Hint: drop it; BatchNorm statistics are averaged over processes each epoch")
+        if self.teacher_checkpoint and not self.teacher:
+            raise UsageError("--teacher-checkpoint needs --teacher (the original model's source, e.g. timm:resnet50)")
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One row of ``metrics.csv``: ``epoch`` counts from 1, accuracies are percentages, ``samples`` is over all ranks."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_top1: float | None
+    val_top5: float | None
+    lr: float
+    images_per_s: float
+    samples: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What the ``progress`` callback gets: after every step, and once more per epoch with ``metrics`` set."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    metrics: EpochMetrics | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of :func:`train` (``history`` includes the epochs of earlier runs when resuming)."""
+
+    output: Path
+    checkpoint: Path
+    metrics_csv: Path
+    history: tuple[EpochMetrics, ...]
+    start_epoch: int
+    rank: int
+    world_size: int
+    model: nn.Module = field(repr=False)
+
+
+def _splits(data_dir: str | os.PathLike[str]) -> tuple[Path, Path | None]:
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"data folder {str(root)!r} does not exist. Hint: {_LAYOUT}")
+    train = next((root / d for d in _TRAIN_DIRS if (root / d).is_dir()), None)
+    if train is None:
+        raise DataError(f"data folder {str(root)!r} has no train/ subfolder. Hint: {_LAYOUT}")
+    val = next((root / d for d in _VAL_DIRS if (root / d).is_dir()), None)
+    if val is None:
+        _logger.warning("data folder %r has no val/ subfolder: validation is skipped", str(root))
+    return train, val
+
+
+def _dataset(folder: Path, class_map: dict[str, int] | None = None) -> Any:
+    from timm.data import create_dataset
+
+    try:
+        return create_dataset("", root=str(folder), search_split=False, class_map=class_map or {})
+    except (RuntimeError, KeyError) as exc:
+        raise DataError(f"no usable images in {str(folder)!r} ({exc})".splitlines()[0] + f". Hint: {_LAYOUT}") from exc
+
+
+def _output(spec: Any, output: str | os.PathLike[str] | None, resume: Any, force: bool) -> Path:
+    if output is None:
+        if isinstance(spec, Mapping):
+            raise UsageError("give an output folder for a spec passed as a dict: train(spec, data_dir, output=...)")
+        output = (Path(spec) if Path(spec).is_dir() else Path(spec).parent) / "train"
+    out = Path(output)
+    if (out / CHECKPOINT).exists() and resume is None and not force:
+        hint = f"use --resume {out / CHECKPOINT} to continue or --force to start over"
+        raise OutputError(f"output folder {str(out)!r} already holds {CHECKPOINT}. Hint: {hint}")
+    if resume is not None and not Path(resume).is_file():
+        raise CheckpointError(f"checkpoint {str(resume)!r} to resume from does not exist. Hint: give {out / CHECKPOINT}")
+    return out
+
+
+def _read_rows(path: Path, upto: int) -> list[EpochMetrics]:
+    kinds = {f.name: f.type for f in fields(EpochMetrics)}
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    rows = [{k: None if v == "" else int(v) if kinds[k] == "int" else float(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(text))]
+    return [EpochMetrics(**r) for r in rows if r["epoch"] <= upto]  # type: ignore[arg-type, operator]
+
+
+def _write_rows(path: Path, rows: list[EpochMetrics]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(EpochMetrics)], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in asdict(r).items()} for r in rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _distributed(device: str) -> tuple[torch.device, int, int, bool]:
+    """(device, rank, world size, whether this call started the process group): torchrun's env, or one process."""
+    import torch.distributed as dist
+    from timm.utils.distributed import init_distributed_device_so
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} was asked for but CUDA is not available. Hint: --device cpu")
+    if dist.is_available() and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device(f"cuda:{local}" if device.startswith("cuda") else device), dist.get_rank(), dist.get_world_size(), False
+    info = init_distributed_device_so(device=device)
+    return torch.device(info["device"]), info["global_rank"], info["world_size"], bool(info["distributed"])
+
+
+def _model(spec: Any, weights: bool, classes: int, cfg: TrainConfig, device: torch.device, world: int) -> nn.Module:
+    import timm
+
+    from .timm import ARCHITECTURE
+
+    torch.manual_seed(cfg.seed)  # the same initialisation on every rank
+    model = timm.create_model(ARCHITECTURE, spec=spec, pretrained=weights, num_classes=classes)
+    model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
+    if world > 1 and cfg.sync_bn:
+        from timm.layers import convert_sync_batchnorm
+
+        model = convert_sync_batchnorm(model)
+    return model  # type: ignore[no-any-return]
+
+
+def _loaders(model: nn.Module, ds_train: Any, ds_val: Any, cfg: TrainConfig, device: torch.device, world: int) -> tuple[Any, Any]:
+    from timm.data import create_loader, resolve_data_config
+
+    data = resolve_data_config({"img_size": cfg.img_size} if cfg.img_size else {}, model=model)
+    common = dict(input_size=data["input_size"], batch_size=cfg.batch_size, mean=data["mean"], std=data["std"], num_workers=cfg.workers,
+                  distributed=world > 1, device=device, pin_memory=device.type == "cuda")  # fmt: skip
+    train = create_loader(ds_train, is_training=True, no_aug=not cfg.aug, interpolation="random" if cfg.aug else data["interpolation"], **common)
+    val = None if ds_val is None else create_loader(ds_val, interpolation=data["interpolation"], crop_pct=data["crop_pct"], **common)
+    return train, val
+
+
+class _Run:
+    """This process's share of a run: task (classification or distillation), optimizer, schedule, precision, EMA."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, classes: int, device: torch.device, world: int, steps: int) -> None:
+        from timm.data import Mixup
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+        from timm.utils import NativeScaler
+
+        from ._distill import training_task
+
+        self.cfg, self.device, self.world, self.steps, self.updates = cfg, device, world, steps, 0
+        self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        mixing = cfg.mixup > 0 or cfg.cutmix > 0
+        self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing, num_classes=classes) if mixing else None
+        self.task = training_task(model, cfg, classes, device)  # a timm.task.TrainingTask
+        if cfg.ema:  # before resuming: the checkpoint's EMA state replaces this copy
+            self.task.setup_ema(decay=cfg.ema_decay, use_warmup=True)
+        self.optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        half = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.amp = partial(torch.autocast, device_type=device.type, dtype=half) if cfg.amp else nullcontext
+        self.scaler = NativeScaler(device=device.type) if cfg.amp and half == torch.float16 else None
+        self.sched, _ = create_scheduler_v2(self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                            warmup_lr=cfg.lr * 0.01, updates_per_epoch=steps)  # fmt: skip
+
+    def resume(self, path: str | os.PathLike[str]) -> int:
+        """Load model, optimizer, scaler and EMA state; returns the epoch to start at (0-based)."""
+        from timm.task import load_task_ema_checkpoint, resume_task_checkpoint
+
+        try:
+            start = resume_task_checkpoint(self.task, str(path), self.optimizer, self.scaler, log_info=False) or 0
+            if self.cfg.ema:
+                load_task_ema_checkpoint(self.task, str(path))
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            raise CheckpointError(f"cannot resume from {str(path)!r}: {exc}".splitlines()[0] + ". Hint: give a checkpoint of this spec and data") from exc
+        self.updates = start * self.steps
+        if self.sched is not None and start > 0:
+            self.sched.step(start)
+        return start
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        with self.amp():
+            loss = self.task(x.contiguous(memory_format=self.fmt), y)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler(loss, self.optimizer, parameters=self.task.get_trainable_module().parameters())
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.updates += 1
+        if self.cfg.ema:
+            self.task.update_ema(step=self.updates)
+        if self.sched is not None:
+            self.sched.step_update(num_updates=self.updates)
+        return float(loss.detach())
+
+    def epoch(self, epoch: int, loader: Any, progress: Callable[[TrainProgress], None] | None) -> tuple[float, int, float]:
+        """Train one epoch: (mean loss, samples, seconds), summed over all processes."""
+        from timm.utils import distribute_bn
+
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        self.task.train()
+        total, count, tic = 0.0, 0, time.perf_counter()
+        for i, (x, y) in enumerate(loader, 1):
+            loss = self.step(x, y)
+            total, count = total + loss * x.shape[0], count + x.shape[0]
+            if progress is not None:
+                progress(TrainProgress(epoch + 1, self.cfg.epochs, i, len(loader), total / count))
+        seconds = time.perf_counter() - tic
+        sums = torch.tensor([total, count], dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(sums)
+            if not self.cfg.sync_bn:  # the same BatchNorm statistics on every rank before validating and saving
+                distribute_bn(self.task.get_trainable_module(), self.world, reduce=True)
+        return float(sums[0]) / max(float(sums[1]), 1.0), int(sums[1]), seconds
+
+    def validate(self, loader: Any) -> dict[str, float]:
+        """Loss, top-1 and top-5 over the whole validation set (each rank's share, without sampler padding)."""
+        from timm.task import ClassificationEvaluator, evaluation_sample_limit
+
+        model = self.task.get_eval_model(ema=self.cfg.ema)
+        evaluator = ClassificationEvaluator(self.device, max_samples=evaluation_sample_limit(loader))
+        model.eval()
+        with torch.no_grad():
+            for x, y in loader:
+                with self.amp():
+                    evaluator.update(model(x.contiguous(memory_format=self.fmt)), y)
+        return dict(evaluator.compute(distributed=self.world > 1))
+
+    def save(self, path: Path, epoch: int, **extra: Any) -> None:
+        """A timm training checkpoint (0-based ``epoch``, version 2: resuming starts at the next epoch), atomically."""
+        state = {"epoch": epoch, "version": 2, "optimizer": self.optimizer.state_dict(), **extra, **self.task.get_checkpoint_state()}
+        if self.cfg.ema:
+            state.update(self.task.get_checkpoint_state(ema=True))
+        if self.scaler is not None:
+            state[self.scaler.state_dict_key] = self.scaler.state_dict()
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+
+def _export(out: Path, spec: dict[str, Any], model: nn.Module, base_classes: int) -> None:
+    """The trained model as spec.json (its class count in ``model_kwargs``), timm's config.json and model.safetensors."""
+    from ._spec import spec_json
+    from .timm import _num_classes, write_timm_files
+
+    export = copy.deepcopy(model).to(device="cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    spec, classes = copy.deepcopy(spec), _num_classes(export)
+    if classes != base_classes:
+        spec["model_kwargs"] = {**dict(spec.get("model_kwargs") or {}), "num_classes": classes}
+    with atomic_paths([out / "spec.json", out / "config.json", out / "model.safetensors"]) as (spec_tmp, config_tmp, weights_tmp):
+        spec_tmp.write_text(spec_json(spec), encoding="utf-8")
+        write_timm_files(config_tmp, weights_tmp, spec, export)
+
+
+def train(
+    spec: str | os.PathLike[str] | Mapping[str, Any],
+    data_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    config: TrainConfig | None = None,
+    *,
+    weights: bool | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    progress: Callable[[TrainProgress], None] | None = None,
+) -> TrainResult:
+    """Train the redistributed model a spec describes on an image folder.
+
+    Run it in one process, or in each of ``torchrun --nproc_per_node N`` processes (DDP; rank 0 writes).
+
+    Args:
+        spec: ``spec.json``, the ``--out`` folder holding it, or a spec dict.
+        data_dir: ``DIR/train/<class>/*`` and optionally ``DIR/val/<class>/*`` (or ``valid``, ``validation``).
+        output: Folder for metrics, checkpoint and the trained model; default ``<spec folder>/train``.
+        config: Hyper-parameters.
+        weights: Start from the weights saved beside the spec (default: when there are some).
+        resume: A ``last.pth.tar`` to continue from, at the epoch after it.
+        force: Start over in an ``output`` that already holds a checkpoint.
+        progress: Called on rank 0 after every step, and after every epoch with its metrics.
+
+    Raises:
+        DataError: The data folder is missing or not laid out by class.
+        OutputError: ``output`` holds a checkpoint and neither ``resume`` nor ``force`` is given.
+        CheckpointError: ``resume`` or a teacher checkpoint cannot be read or does not fit.
+    """
+    from timm.utils import random_seed, unwrap_model
+
+    from ._spec import read_spec
+    from .timm import ARCHITECTURE, _weights_in
+
+    cfg = config or TrainConfig()
+    spec_data = dict(spec) if isinstance(spec, Mapping) else read_spec(spec)
+    out = _output(spec, output, resume, force)
+    train_dir, val_dir = _splits(data_dir)
+    ds_train = _dataset(train_dir)
+    classes = dict(ds_train.reader.class_to_idx)
+    ds_val = _dataset(val_dir, classes) if val_dir is not None else None
+    if weights is None:
+        weights = not isinstance(spec, Mapping) and _weights_in(Path(spec) if Path(spec).is_dir() else Path(spec).parent) is not None
+
+    device, rank, world, started = _distributed(cfg.device)
+    show = progress if rank == 0 else None
+    try:
+        if len(ds_train) // world < cfg.batch_size:
+            hint = "Hint: lower --batch-size"
+            raise DataError(f"{len(ds_train)} training images over {world} process(es) do not fill one batch of {cfg.batch_size}. {hint}")
+        model = _model(spec_data if isinstance(spec, Mapping) else spec, bool(weights), len(classes), cfg, device, world)
+        base_classes = int(getattr(model, "pretrained_cfg", {})["num_classes"])
+        random_seed(cfg.seed, rank)
+        loader_train, loader_val = _loaders(model, ds_train, ds_val, cfg, device, world)
+        run = _Run(model, cfg, len(classes), device, world, len(loader_train))
+        start = run.resume(resume) if resume is not None else 0
+        if world > 1:
+            run.task.prepare_distributed(device_ids=[device] if device.type == "cuda" else None)
+        history = _read_rows(out / METRICS, start)
+        for epoch in range(start, cfg.epochs):
+            lr = run.optimizer.param_groups[0]["lr"]
+            loss, samples, seconds = run.epoch(epoch, loader_train, show)
+            val = run.validate(loader_val) if loader_val is not None else {}
+            row = EpochMetrics(epoch + 1, loss, val.get("loss"), val.get("top1"), val.get("top5"), lr, samples / seconds, samples, seconds)
+            history.append(row)
+            if run.sched is not None:
+                run.sched.step(epoch + 1, val.get("top1"))
+            if rank == 0:
+                out.mkdir(parents=True, exist_ok=True)
+                run.save(out / CHECKPOINT, epoch, arch=ARCHITECTURE, metric=row.val_top1, spec=spec_data, config=asdict(cfg))
+                _write_rows(out / METRICS, history)
+                _logger.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, row)
+                if show is not None:
+                    show(TrainProgress(epoch + 1, cfg.epochs, len(loader_train), len(loader_train), loss, row))
+        final = unwrap_model(run.task.get_eval_model(ema=cfg.ema))
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            _export(out, spec_data, final, base_classes)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+    return TrainResult(out, out / CHECKPOINT, out / METRICS, tuple(history), start, rank, world, final)
