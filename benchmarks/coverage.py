@@ -171,8 +171,12 @@ def _torch_pruning(name: str, x: Any, base_shape: tuple[int, ...]) -> dict[str, 
         return row
     try:
         head = model.get_classifier() if hasattr(model, "get_classifier") else None
-        ignored = [m for m in ([head] if isinstance(head, torch.nn.Module) else []) if any(True for _ in m.parameters())]
-        pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.25, ignored_layers=ignored)
+        ignored = [
+            m for m in ([head] if isinstance(head, torch.nn.Module) else []) if any(True for _ in m.parameters())
+        ]
+        pruner = tp.pruner.MetaPruner(
+            model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.25, ignored_layers=ignored
+        )
         pruner.step()
         with torch.no_grad():
             out = model(x)
@@ -189,7 +193,11 @@ def _torch_pruning(name: str, x: Any, base_shape: tuple[int, ...]) -> dict[str, 
 def _load_set(refresh: bool) -> list[dict[str, Any]]:
     path = RESULTS / "coverage_models.json"
     if refresh or not path.exists():
-        subprocess.run([sys.executable, str(HERE / "coverage_models.py"), "--out", str(path)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(HERE / "coverage_models.py"), "--out", str(path)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return json.loads(path.read_text())["models"]
 
 
@@ -226,7 +234,9 @@ def render(rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> str:
     ]
     for r in rows:
         if not r.get("eager", True):
-            lines.append(f"| {r['module']} | {r['model']} | {r.get('input', '')} | | excluded | | | | | does not run eagerly: {r.get('eager_reason', '')} |")
+            lines.append(
+                f"| {r['module']} | {r['model']} | {r.get('input', '')} | | excluded | | | | | does not run eagerly: {r.get('eager_reason', '')} |"
+            )
             continue
         templates = r.get("templates", {})
         bad = {t: v for t, v in templates.items() if v != "ok"}
@@ -266,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per model")
     ap.add_argument("--refresh", action="store_true", help="regenerate the model set")
     ap.add_argument("--out", type=Path, default=None, help="markdown file (default results/coverage[_all].md)")
+    ap.add_argument(
+        "--update", action="store_true", help="keep the other rows of the existing results; rerun --models only"
+    )
     args = ap.parse_args(argv)
     if args.one:
         try:
@@ -302,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
     out = args.out or RESULTS / ("coverage.md" if args.scope == "conv" else "coverage_all.md")
+    if args.update and out.with_suffix(".json").exists():
+        fresh = {r["module"]: r for r in rows}
+        old_rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+        rows = [fresh.pop(r["module"], r) for r in old_rows] + list(fresh.values())
     out.parent.mkdir(parents=True, exist_ok=True)
     text = render(rows, args.scope, meta)
     tmp = out.with_suffix(".tmp")

@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(args.out)
     for r in rows:
         print(f"{r['module']:28s} {r['model'] or '-':40s} {r['params'] or 0:>12,}")
-    print(f"{len(rows)} modules, {sum(1 for r in rows if r['model'])} with a model, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(
+        f"{len(rows)} modules, {sum(1 for r in rows if r['model'])} with a model, {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

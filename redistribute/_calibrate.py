@@ -18,7 +18,7 @@ from torch import nn
 
 from ._errors import UsageError
 
-__all__ = ["recalibrate_bn_", "folder_batches", "noise_batches"]
+__all__ = ["folder_batches", "noise_batches", "recalibrate_bn_"]
 
 _logger = logging.getLogger(__name__)
 
@@ -67,14 +67,18 @@ def recalibrate_bn_(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     return count
 
 
-def noise_batches(input_size: tuple[int, ...], batches: int, batch_size: int = 16, seed: int = 0) -> Iterator[torch.Tensor]:
+def noise_batches(
+    input_size: tuple[int, ...], batches: int, batch_size: int = 16, seed: int = 0
+) -> Iterator[torch.Tensor]:
     """``batches`` batches of standard-normal inputs (smoke tests; real images calibrate far better)."""
     g = torch.Generator().manual_seed(seed)
     for _ in range(batches):
         yield torch.randn((batch_size, *input_size), generator=g)
 
 
-def folder_batches(folder: str | os.PathLike[str], model: nn.Module, batches: int, batch_size: int = 32) -> Iterator[torch.Tensor]:
+def folder_batches(
+    folder: str | os.PathLike[str], model: nn.Module, batches: int, batch_size: int = 32
+) -> Iterator[torch.Tensor]:
     """Up to ``batches`` evaluation-transformed batches from an image folder, through timm's data pipeline.
 
     Args:
@@ -114,3 +118,13 @@ def folder_batches(folder: str | os.PathLike[str], model: nn.Module, batches: in
         if i >= batches:
             break
         yield x
+
+
+def recalibrate(
+    model: nn.Module, input_size: tuple[int, ...], folder: str | os.PathLike[str] | None, batches: int
+) -> int:
+    """Re-estimate ``model``'s BatchNorm statistics in place from ``folder`` (up to ``batches``, default 20) or, with
+    no folder, from ``batches`` batches of random inputs of ``input_size``; return the batches used."""
+    if folder is not None:
+        return recalibrate_bn_(model, folder_batches(folder, model, batches or 20))
+    return recalibrate_bn_(model, noise_batches(tuple(input_size), batches))

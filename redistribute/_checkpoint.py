@@ -20,7 +20,7 @@ from torch import nn
 
 from ._errors import CheckpointError
 
-__all__ = ["read_state_dict", "check_state_dict", "assign_state_dict", "load_checkpoint"]
+__all__ = ["assign_state_dict", "check_state_dict", "load_checkpoint", "read_state_dict"]
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -39,12 +39,16 @@ def read_state_dict(path: str | os.PathLike[str], use_ema: bool = True) -> dict[
 
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"checkpoint {str(p)!r} does not exist. Hint: pass the path of a .pth/.pt/.safetensors file")
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} does not exist. Hint: pass the path of a .pth/.pt/.safetensors file"
+        )
     try:
         state = load_state_dict(str(p), use_ema=use_ema, weights_only=True)
     except Exception as exc:  # corrupt zip, pickle refused, truncated safetensors, ...
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-        raise CheckpointError(f"cannot read checkpoint {str(p)!r} ({msg}). Hint: is it a complete PyTorch or safetensors file?") from exc
+        raise CheckpointError(
+            f"cannot read checkpoint {str(p)!r} ({msg}). Hint: is it a complete PyTorch or safetensors file?"
+        ) from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {str(p)!r} holds no state dict of tensors. Hint: save model.state_dict()")
     return dict(state)
@@ -64,7 +68,9 @@ def check_state_dict(model: nn.Module, state: StateDict, source: str = "checkpoi
         if key not in state:
             if any(k in state for k in tied[id(value)]):
                 continue
-            raise CheckpointError(f"{source} lacks {key!r} of {type(model).__name__}. Hint: does it belong to this model?")
+            raise CheckpointError(
+                f"{source} lacks {key!r} of {type(model).__name__}. Hint: does it belong to this model?"
+            )
         if tuple(state[key].shape) != tuple(value.shape):
             raise CheckpointError(
                 f"{source}: {key!r} has shape {tuple(state[key].shape)}, the model expects {tuple(value.shape)}. "
@@ -72,7 +78,9 @@ def check_state_dict(model: nn.Module, state: StateDict, source: str = "checkpoi
             )
     for key in state:
         if key not in own:
-            raise CheckpointError(f"{source} has key {key!r} that {type(model).__name__} lacks. Hint: does it belong to this model?")
+            raise CheckpointError(
+                f"{source} has key {key!r} that {type(model).__name__} lacks. Hint: does it belong to this model?"
+            )
 
 
 def assign_state_dict(model: nn.Module, state: StateDict) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["meta_copy", "copy_sharing_tensors", "unshare"]
+__all__ = ["copy_sharing_tensors", "meta_copy", "unshare"]
 
 _ATOMS = (
     int, float, complex, bool, str, bytes, type(None), type, types.FunctionType, types.BuiltinFunctionType,

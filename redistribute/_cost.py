@@ -29,7 +29,7 @@ from ._graph import ChannelGraph
 from ._spaces import Layout
 from ._uses import LayerUse
 
-__all__ = ["CostModel", "CostReport", "METRICS"]
+__all__ = ["METRICS", "CostModel", "CostReport"]
 
 METRICS = ("flops", "params", "memory")
 

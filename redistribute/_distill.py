@@ -73,7 +73,9 @@ def build_teacher(
     elif source.partition(":")[0] in ("timm", "torchvision"):
         model = load_model(source, pretrained=True)
     else:
-        raise UsageError(f"teacher {source!r} has no published weights. Hint: pass --teacher-checkpoint PATH with its trained weights")
+        raise UsageError(
+            f"teacher {source!r} has no published weights. Hint: pass --teacher-checkpoint PATH with its trained weights"
+        )
     if num_classes is not None and _classes(model) != num_classes:
         raise UsageError(
             f"teacher {source!r} predicts {_classes(model)} classes, the data has {num_classes}. Hint: pass "
@@ -105,7 +107,9 @@ def distillation_task(
     if not 0.0 <= kd_weight <= 1.0:
         raise UsageError(f"distillation weight {kd_weight} is invalid: it must be in [0, 1] (e.g. --kd-weight 0.5)")
     if temperature <= 0:
-        raise UsageError(f"distillation temperature {temperature} is invalid: it must be positive (e.g. --kd-temperature 4)")
+        raise UsageError(
+            f"distillation temperature {temperature} is invalid: it must be positive (e.g. --kd-temperature 4)"
+        )
     from timm.task import LogitDistillationTask
     from timm.utils import unwrap_model
 
@@ -132,4 +136,11 @@ def training_task(model: nn.Module, cfg: TrainConfig, num_classes: int, device: 
         return ClassificationTask(model, criterion_kwargs=criterion, device=device, verbose=False)
     teacher = build_teacher(cfg.teacher, cfg.teacher_checkpoint, num_classes=num_classes, device=device)
     teacher.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
-    return distillation_task(model, teacher, temperature=cfg.kd_temperature, kd_weight=cfg.kd_weight, criterion_kwargs=criterion, device=device)
+    return distillation_task(
+        model,
+        teacher,
+        temperature=cfg.kd_temperature,
+        kd_weight=cfg.kd_weight,
+        criterion_kwargs=criterion,
+        device=device,
+    )

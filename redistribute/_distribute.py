@@ -50,7 +50,9 @@ def step_of(multiple: int, block: int, divisor: int) -> int:
     return math.lcm(max(1, divisor), max(1, multiple), max(1, block))
 
 
-def distribution(graph: ChannelGraph, scope: str = "conv", ratio: float | None = None, divisor: int = 8) -> Distribution:
+def distribution(
+    graph: ChannelGraph, scope: str = "conv", ratio: float | None = None, divisor: int = 8
+) -> Distribution:
     """Compute positions, trends and local ratios of ``graph``'s free groups."""
     if scope not in ("conv", "all"):
         raise UsageError(f"scope {scope!r} is unknown; use 'conv' or 'all'")

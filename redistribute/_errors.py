@@ -8,19 +8,19 @@ with :attr:`RedistributeError.exit_code` (2 for usage errors, 1 for failures).
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
+    "ConstraintError",
+    "DataError",
+    "InfeasibleTargetError",
+    "OutputError",
     "RedistributeError",
-    "UsageError",
     "SourceError",
+    "SpecError",
+    "SpecMismatchError",
     "TemplateError",
     "TraceError",
     "UnsupportedOpError",
-    "InfeasibleTargetError",
-    "ConstraintError",
-    "SpecError",
-    "SpecMismatchError",
-    "CheckpointError",
-    "OutputError",
-    "DataError",
+    "UsageError",
 ]
 
 

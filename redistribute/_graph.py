@@ -38,7 +38,7 @@ from ._tracer import TracedModel, trace_model
 from ._uses import LayerUse
 from ._walk import Walker
 
-__all__ = ["ChannelGroup", "ChannelGraph", "trace", "register_group_width_block"]
+__all__ = ["ChannelGraph", "ChannelGroup", "register_group_width_block", "trace"]
 
 _logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Channe
     """
     input_size = _input_size(model, input_size)
     leaf_types = frozenset(MODULE_RULES)
-    traced = trace_model(model, (1,) + tuple(input_size), leaf_types)
+    traced = trace_model(model, (1, *tuple(input_size)), leaf_types)
     walker = Walker(model, _policy_for(model), traced.opaque)
     walker.run(traced.graph)
     return _finalize(model, traced, walker)
@@ -202,7 +202,9 @@ def _input_size(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[i
     if input_size is not None:
         size = tuple(int(s) for s in input_size)
         if not size or any(s <= 0 for s in size):
-            raise UsageError(f"input size {input_size} is invalid. Hint: give channels and spatial size, e.g. 3,224,224")
+            raise UsageError(
+                f"input size {input_size} is invalid. Hint: give channels and spatial size, e.g. 3,224,224"
+            )
         return size
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     if "input_size" in cfg:
@@ -231,9 +233,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
 
     if w.input_layout is not None:
         seg_map(w.input_layout)
-    uses = tuple(
-        replace(u, in_layout=seg_map(u.in_layout), out_layout=seg_map(u.out_layout)) for u in w.uses
-    )
+    uses = tuple(replace(u, in_layout=seg_map(u.in_layout), out_layout=seg_map(u.out_layout)) for u in w.uses)
     inlined = [
         (node.name, name, w.dims(node), tuple(node.meta["val"].shape))
         for name, node in traced.inlined_calls

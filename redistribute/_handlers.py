@@ -19,7 +19,7 @@ from torch import nn
 
 from ._uses import LayerUse
 
-__all__ = ["HANDLERS", "register_handler", "take", "resize_tensor"]
+__all__ = ["HANDLERS", "register_handler", "resize_tensor", "take"]
 
 Handler = Callable[[nn.Module, LayerUse, "torch.Tensor | None", "torch.Tensor | None"], None]
 HANDLERS: dict[type, Handler] = {}
@@ -86,7 +86,7 @@ def _grouped_in(weight: torch.Tensor, groups: int, out_idx: torch.Tensor, in_idx
     out[missing.to(out.device)] = 0.0
     fresh_rows = (out_idx < 0).nonzero().flatten()
     if fresh_rows.numel():
-        block = torch.empty((fresh_rows.numel(), per_new) + tuple(weight.shape[2:]), dtype=weight.dtype)
+        block = torch.empty((fresh_rows.numel(), per_new, *tuple(weight.shape[2:])), dtype=weight.dtype)
         nn.init.kaiming_uniform_(block, a=math.sqrt(5))
         out[fresh_rows.to(out.device)] = block.to(out.device)
     return out
@@ -162,7 +162,9 @@ def _norm(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: tor
         m.normalized_shape = (n,)
 
 
-register_handler(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)(_norm)
+register_handler(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)(
+    _norm
+)
 
 
 def resize_norm_like(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> None:

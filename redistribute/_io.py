@@ -60,7 +60,8 @@ def _fsync_dir(path: Path) -> None:
 def _signals_held() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block ends, then deliver the first one that came (main thread only)."""
     if threading.current_thread() is not threading.main_thread() or any(
-        signal.getsignal(sig) is None for sig in _HELD_SIGNALS  # a handler set outside Python: leave it alone
+        signal.getsignal(sig) is None
+        for sig in _HELD_SIGNALS  # a handler set outside Python: leave it alone
     ):
         yield
         return
@@ -179,12 +180,16 @@ def prepare_out_dir(out: str | os.PathLike[str], outputs: tuple[str, ...], force
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {str(path)!r}: {exc.strerror}. Hint: choose a writable --out") from exc
+        raise OutputError(
+            f"cannot create output folder {str(path)!r}: {exc.strerror}. Hint: choose a writable --out"
+        ) from exc
     if not os.access(path, os.W_OK):
         raise OutputError(f"output folder {str(path)!r} is not writable. Hint: choose a writable --out")
     try:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise OutputError(f"output folder {str(path)!r} is not writable ({exc.strerror}). Hint: choose a writable --out") from exc
+        raise OutputError(
+            f"output folder {str(path)!r} is not writable ({exc.strerror}). Hint: choose a writable --out"
+        ) from exc
     return path

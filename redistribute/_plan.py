@@ -179,7 +179,9 @@ def plan(
     tmpl = get_template(template)
     check_options(match=match, target=target, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, k=k)
     if not isinstance(model, (nn.Module, ChannelGraph)):
-        raise UsageError(f"plan needs an nn.Module or a ChannelGraph from redistribute.trace, not {type(model).__name__}")
+        raise UsageError(
+            f"plan needs an nn.Module or a ChannelGraph from redistribute.trace, not {type(model).__name__}"
+        )
     graph = model if isinstance(model, ChannelGraph) else trace(model, input_size)
     check_traceable(graph)
     dist = distribution(graph, scope, ratio, divisor)
@@ -239,7 +241,9 @@ def plan_from_widths(graph: ChannelGraph, widths: dict[int, int], **fields: obje
         if w == g.width:
             continue
         if g.fixed is not None:
-            raise ConstraintError(f"group g{g.id} ({g.signature}) is fixed ({g.fixed}); its width must stay {g.width}, not {w}")
+            raise ConstraintError(
+                f"group g{g.id} ({g.signature}) is fixed ({g.fixed}); its width must stay {g.width}, not {w}"
+            )
         step = math.lcm(max(g.multiple, 1), max(g.block, 1))
         if not isinstance(w, int) or isinstance(w, bool) or w < 1 or w % step or w > MAX_WIDTH:
             raise ConstraintError(

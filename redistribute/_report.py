@@ -9,7 +9,7 @@ from ._cost import METRICS
 from ._graph import ChannelGraph
 from ._plan import Plan
 
-__all__ = ["stage_rows", "totals", "plan_summary", "group_rows"]
+__all__ = ["group_rows", "plan_summary", "stage_rows", "totals"]
 
 
 def _stage_name(stage: tuple[int, ...]) -> str:
@@ -60,8 +60,14 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "totals": totals(plan),
         "stages": stage_rows(plan),
         "groups": [
-            {"id": g.id, "signature": g.signature, "stage": _stage_name(g.stage), "position": plan.distribution.position.get(g.id),
-             "base": g.width, "width": plan.widths[g.id]}
+            {
+                "id": g.id,
+                "signature": g.signature,
+                "stage": _stage_name(g.stage),
+                "position": plan.distribution.position.get(g.id),
+                "base": g.width,
+                "width": plan.widths[g.id],
+            }
             for g in plan.graph.groups
             if g.fixed is None
         ],

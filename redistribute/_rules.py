@@ -26,7 +26,7 @@ from ._spaces import Layout, const
 if TYPE_CHECKING:
     from ._walk import Walker
 
-__all__ = ["MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES", "module_rule", "function_rule", "method_rule", "Dims"]
+__all__ = ["FUNCTION_RULES", "METHOD_RULES", "MODULE_RULES", "Dims", "function_rule", "method_rule", "module_rule"]
 
 Dims = Any  # tuple[Layout, ...] | list[Dims] | None
 Rule = Callable[["Walker", fx.Node], Dims]
@@ -96,7 +96,7 @@ def _conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
             w.require_block(out_l, mod.out_channels // groups, name)
             w.tie(out_l, in_l, mod.out_channels, mod.in_channels, name)
     w.use_layer(node, "conv", in_l, out_l, mode=mode)
-    return (x[0], out_l) + tuple(const(s) for s in _shape(node)[2:])
+    return (x[0], out_l, *tuple(const(s) for s in _shape(node)[2:]))
 
 
 @module_rule(nn.Linear)
@@ -104,7 +104,7 @@ def _linear(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     x = w.dims(node.args[0])
     out_l = w.table.fresh(mod.out_features, str(node.target))  # type: ignore[arg-type]
     w.use_layer(node, "linear", x[-1], out_l)
-    return tuple(x[:-1]) + (out_l,)
+    return (*tuple(x[:-1]), out_l)
 
 
 def _norm(channel_dim: int) -> ModuleRule:
@@ -163,16 +163,82 @@ def passthrough_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
 # Functions and methods
 # ---------------------------------------------------------------------------------------------------------------
 _UNARY_FNS = [
-    F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu, F.elu, F.selu,
-    F.mish, F.softplus, F.hardtanh, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.softmax,
-    F.log_softmax, F.normalize, torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.sqrt,
-    torch.rsqrt, torch.abs, torch.neg, torch.clamp, torch.clip, torch.square, torch.erf, torch.softmax,
-    operator.neg, operator.pos, torch.nn.functional.relu_, torch.sign,
+    F.relu,
+    F.relu6,
+    F.gelu,
+    F.silu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.sigmoid,
+    F.tanh,
+    F.leaky_relu,
+    F.elu,
+    F.selu,
+    F.mish,
+    F.softplus,
+    F.hardtanh,
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.dropout3d,
+    F.alpha_dropout,
+    F.softmax,
+    F.log_softmax,
+    F.normalize,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.exp,
+    torch.log,
+    torch.sqrt,
+    torch.rsqrt,
+    torch.abs,
+    torch.neg,
+    torch.clamp,
+    torch.clip,
+    torch.square,
+    torch.erf,
+    torch.softmax,
+    operator.neg,
+    operator.pos,
+    torch.nn.functional.relu_,
+    torch.sign,
 ]
 _UNARY_METHODS = [
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "log", "sqrt", "rsqrt", "abs", "neg", "clamp",
-    "clamp_", "clip", "square", "contiguous", "clone", "float", "half", "bfloat16", "double", "to", "type_as",
-    "detach", "softmax", "log_softmax", "mul_scalar", "pow", "erf", "sign", "hardswish", "gelu", "requires_grad_",
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "neg",
+    "clamp",
+    "clamp_",
+    "clip",
+    "square",
+    "contiguous",
+    "clone",
+    "float",
+    "half",
+    "bfloat16",
+    "double",
+    "to",
+    "type_as",
+    "detach",
+    "softmax",
+    "log_softmax",
+    "mul_scalar",
+    "pow",
+    "erf",
+    "sign",
+    "hardswish",
+    "gelu",
+    "requires_grad_",
 ]
 
 
@@ -184,9 +250,25 @@ function_rule(*_UNARY_FNS)(_unary)
 method_rule(*_UNARY_METHODS)(_unary)
 
 _BINARY_FNS = [
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
-    operator.itruediv, operator.floordiv, operator.pow, torch.add, torch.sub, torch.mul, torch.div, torch.maximum,
-    torch.minimum, torch.where, torch.lerp, torch.addcmul,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.floordiv,
+    operator.pow,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+    torch.where,
+    torch.lerp,
+    torch.addcmul,
 ]
 _BINARY_METHODS = ["add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum", "lerp", "addcmul"]
 
@@ -265,9 +347,22 @@ function_rule(torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.va
 method_rule("mean", "sum", "amax", "amin", "std", "var", "logsumexp")(_reduce)
 
 _SPATIAL_FNS = [
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d,
-    F.max_pool2d, F.max_pool3d, F.interpolate, F.upsample, F.pad, torch.nn.functional.lp_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    F.interpolate,
+    F.upsample,
+    F.pad,
+    torch.nn.functional.lp_pool2d,
 ]
 
 
@@ -308,7 +403,7 @@ def _split(w: Walker, node: fx.Node) -> Dims:
     sizes = [v.shape[dim] if v.ndim == len(x) else 1 for v in vals]
     parts = w.split_layout(node, x[dim], sizes)
     out = []
-    for v, part in zip(vals, parts):
+    for v, part in zip(vals, parts, strict=False):
         if v.ndim == len(x):
             out.append(tuple(part if i == dim else lay for i, lay in enumerate(x)))
         else:
@@ -321,8 +416,10 @@ def _functional_norm(w: Walker, node: fx.Node) -> Dims:
     x = w.dims(node.args[0])
     shape_arg = node.args[1] if len(node.args) > 1 else None
     d = 1 if node.target in (F.batch_norm, F.group_norm, F.instance_norm) else len(x) - 1
-    if node.target in (F.layer_norm, F.rms_norm) and isinstance(shape_arg, (tuple, list)) and any(
-        isinstance(s, int) for s in shape_arg
+    if (
+        node.target in (F.layer_norm, F.rms_norm)
+        and isinstance(shape_arg, (tuple, list))
+        and any(isinstance(s, int) for s in shape_arg)
     ):
         w.table.fix(x[d], f"hard-coded normalized_shape at {node.name}")
     tensors = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
@@ -345,4 +442,4 @@ def _functional_linear(w: Walker, node: fx.Node) -> Dims:
     if isinstance(bias, fx.Node):
         w.table.unify(w.dims(bias)[0], weight[0], node.name)
     w.flops_linear(node, x[-1], weight[0])
-    return tuple(x[:-1]) + (weight[0],)
+    return (*tuple(x[:-1]), weight[0])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FUNCTION_SHAPES", "METHOD_SHAPES", "MODULE_SHAPES", "EXACT_MODULE_SHAPES", "meta_value"]
+__all__ = ["EXACT_MODULE_SHAPES", "FUNCTION_SHAPES", "METHOD_SHAPES", "MODULE_SHAPES", "meta_value"]
 
 ShapeFn = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 
@@ -38,6 +38,8 @@ _SAME_SHAPE_FUNCTIONS: tuple[Callable[..., Any], ...] = (
     F.instance_norm, F.relu, torch.relu, F.relu6, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
     F.sigmoid, torch.sigmoid, F.tanh, torch.tanh, F.elu, F.leaky_relu, F.dropout, F.softplus,
 )  # fmt: skip
+
+
 def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     tensors = args[0]
     dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
@@ -85,15 +87,26 @@ def _conv_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     assert isinstance(module, nn.modules.conv._ConvNd)
     x = args[0]
     n = len(module.kernel_size)
-    if kwargs or len(args) != 1 or not isinstance(x, torch.Tensor) or x.ndim != n + 2 or x.shape[1] != module.in_channels:
+    if (
+        kwargs
+        or len(args) != 1
+        or not isinstance(x, torch.Tensor)
+        or x.ndim != n + 2
+        or x.shape[1] != module.in_channels
+    ):
         return None
     if module.padding == "same":
         spatial = list(x.shape[2:])
     elif module.padding == "valid":
-        spatial = [_conv_out(x.shape[2 + i], module.kernel_size[i], module.stride[i], 0, module.dilation[i]) for i in range(n)]
+        spatial = [
+            _conv_out(x.shape[2 + i], module.kernel_size[i], module.stride[i], 0, module.dilation[i]) for i in range(n)
+        ]
     else:
         pad = module.padding
-        spatial = [_conv_out(x.shape[2 + i], module.kernel_size[i], module.stride[i], pad[i], module.dilation[i]) for i in range(n)]  # type: ignore[index]
+        spatial = [
+            _conv_out(x.shape[2 + i], module.kernel_size[i], module.stride[i], pad[i], module.dilation[i])
+            for i in range(n)
+        ]  # type: ignore[index]
     if any(s <= 0 for s in spatial):
         return None  # let the real meta kernel raise its own error
     return _empty((x.shape[0], module.out_channels, *spatial), x.dtype)
@@ -135,7 +148,9 @@ EXACT_MODULE_SHAPES: dict[type, Callable[[nn.Module, tuple[Any, ...], dict[str, 
 }  # fmt: skip
 
 
-def meta_value(op: str, target: Any, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+def meta_value(
+    op: str, target: Any, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bool, Any]:
     """``(True, value)`` when a cheap rule knows the node's meta value, else ``(False, None)``.
 
     Modules match along their MRO, like the group rules in :mod:`redistribute._rules`, which treat every norm

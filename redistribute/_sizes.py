@@ -94,10 +94,20 @@ def check_sizes(table: SpaceTable, sizes: SizeSources, node: fx.Node, out: Any, 
         if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple, fx.Node)):
             single = shape_args[0]
             prov = sizes.of(single) if isinstance(single, fx.Node) else None
-            shape_args = list(prov) if isinstance(prov, list) else list(single) if isinstance(single, (list, tuple)) else shape_args
+            shape_args = (
+                list(prov)
+                if isinstance(prov, list)
+                else list(single)
+                if isinstance(single, (list, tuple))
+                else shape_args
+            )
         if len(shape_args) == len(out):
             for arg, lay in zip(shape_args, out, strict=True):
-                srcs = list(_flatten(arg)) if isinstance(arg, tuple) and all(isinstance(s, tuple) for s in arg) else list(sizes.flat(arg))
+                srcs = (
+                    list(_flatten(arg))
+                    if isinstance(arg, tuple) and all(isinstance(s, tuple) for s in arg)
+                    else list(sizes.flat(arg))
+                )
                 for src in srcs:
                     if _spaced(src) and table.resolve(src) != table.resolve(lay):
                         table.fix(src, f"its width sizes another tensor at '{node.name}'")

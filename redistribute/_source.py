@@ -32,13 +32,17 @@ def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Mod
     import timm
 
     if not timm.is_model(name):
-        raise SourceError(f"unknown timm model {name!r}{_suggest(name, timm.list_models())} (list them with timm.list_models())")
+        raise SourceError(
+            f"unknown timm model {name!r}{_suggest(name, timm.list_models())} (list them with timm.list_models())"
+        )
     if not pretrained:
         return _call(f"timm:{name}", timm.create_model, name, pretrained=False, **kwargs)
     try:
         return _call(f"timm:{name}", timm.create_model, name, pretrained=True, **kwargs)
     except OSError as exc:  # hub/URL download failures and missing cache entries are all OSError subclasses
-        raise CheckpointError(f"pretrained weights for timm:{name} {_timm_cache_hint(name)}: {exc}".splitlines()[0][:400]) from exc
+        raise CheckpointError(
+            f"pretrained weights for timm:{name} {_timm_cache_hint(name)}: {exc}".splitlines()[0][:400]
+        ) from exc
 
 
 def _call(label: str, factory: Any, *args: Any, **kwargs: Any) -> nn.Module:
@@ -47,7 +51,9 @@ def _call(label: str, factory: Any, *args: Any, **kwargs: Any) -> nn.Module:
         return factory(*args, **kwargs)  # type: ignore[no-any-return]
     except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("pretrained", "weights"))
-        raise SourceError(f"building {label}({shown}) failed: {type(exc).__name__}: {exc}".splitlines()[0][:400]) from exc
+        raise SourceError(
+            f"building {label}({shown}) failed: {type(exc).__name__}: {exc}".splitlines()[0][:400]
+        ) from exc
 
 
 def _timm_cache_hint(name: str) -> str:
@@ -85,7 +91,9 @@ def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False) ->
 def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
     path = Path(path_text)
     if path.is_dir():
-        raise SourceError(f"model file {path_text!r} is a folder, not a Python file. Hint: give path/to/file.py:factory")
+        raise SourceError(
+            f"model file {path_text!r} is a folder, not a Python file. Hint: give path/to/file.py:factory"
+        )
     if not path.is_file():
         raise SourceError(f"model file {path_text!r} does not exist. Hint: give path/to/file.py:factory")
     if not factory:
@@ -108,7 +116,9 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         model = fn(**kwargs)
     except (Exception, SystemExit) as exc:
-        raise SourceError(f"calling {factory}() from {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        raise SourceError(
+            f"calling {factory}() from {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from exc
     if not isinstance(model, nn.Module):
         raise SourceError(f"{factory}() in {path_text!r} returned {type(model).__name__}, not an nn.Module")
     return model
@@ -137,8 +147,12 @@ def load_model(source: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     if prefix == "torchvision":
         return _torchvision(name, kwargs, pretrained)
     if pretrained:
-        raise SourceError(f"--pretrained needs a timm: or torchvision: source, not {source!r}. Hint: use --checkpoint PATH")
+        raise SourceError(
+            f"--pretrained needs a timm: or torchvision: source, not {source!r}. Hint: use --checkpoint PATH"
+        )
     path, _, factory = source.rpartition(":")
     if path.endswith(".py"):
         return _file(path, factory, kwargs)
-    raise SourceError(f"unknown model source prefix {prefix!r}; use timm:NAME, torchvision:NAME or path/to/file.py:factory")
+    raise SourceError(
+        f"unknown model source prefix {prefix!r}; use timm:NAME, torchvision:NAME or path/to/file.py:factory"
+    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Segment", "Layout", "SpaceTable", "const"]
+__all__ = ["Layout", "Segment", "SpaceTable", "const"]
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class SpaceTable:
             self._set_alias(rb[0].space, ra, where)
             return
         if [s.size for s in ra] == [s.size for s in rb]:
-            for sa, sb in zip(ra, rb):
+            for sa, sb in zip(ra, rb, strict=False):
                 self.unify((sa,), (sb,), where)
             return
         self.fix(ra + rb, f"concatenations with different splits meet at {where}")

@@ -30,7 +30,17 @@ from ._io import atomic_paths, atomic_write_text
 from ._plan import MAX_WIDTH, Plan, plan_from_widths
 from ._source import load_model
 
-__all__ = ["FORMAT", "VERSION", "load", "read_spec", "save_result", "save_spec", "spec_from_plan", "spec_json", "spec_to_plan"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "load",
+    "read_spec",
+    "save_result",
+    "save_spec",
+    "spec_from_plan",
+    "spec_json",
+    "spec_to_plan",
+]
 
 FORMAT = "redistribute.spec"
 VERSION = 1
@@ -68,9 +78,13 @@ def spec_from_plan(plan: Plan, source: str | None = None, model_kwargs: dict[str
             "base": {"flops": plan.base_cost.flops, "params": plan.base_cost.params, "memory": plan.base_cost.memory},
             "new": {"flops": plan.cost.flops, "params": plan.cost.params, "memory": plan.cost.memory},
         },
-        "grouped_convs": {name: ("group count kept" if mode == "count" else "group width kept") for name, mode in policies},
+        "grouped_convs": {
+            name: ("group count kept" if mode == "count" else "group width kept") for name, mode in policies
+        },
         "groups": [
-            {"signature": g.signature, "base": g.width, "width": plan.widths[g.id]} for g in graph.groups if g.fixed is None
+            {"signature": g.signature, "base": g.width, "width": plan.widths[g.id]}
+            for g in graph.groups
+            if g.fixed is None
         ],
         "versions": {"redistribute": __version__, "timm": timm.__version__, "torch": torch.__version__.split("+")[0]},
     }
@@ -85,7 +99,9 @@ def spec_json(spec: dict[str, Any]) -> str:
     try:
         return json.dumps(spec, indent=2, sort_keys=True, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
-        raise SpecError(f"spec cannot be written as JSON: {exc}. Hint: build it with redistribute.spec_from_plan") from exc
+        raise SpecError(
+            f"spec cannot be written as JSON: {exc}. Hint: build it with redistribute.spec_from_plan"
+        ) from exc
 
 
 def save_spec(spec: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -134,13 +150,19 @@ def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError(f"cannot read spec {str(p)!r}: {exc.strerror}. Hint: give the spec.json written by --out") from exc
+        raise SpecError(
+            f"cannot read spec {str(p)!r}: {exc.strerror}. Hint: give the spec.json written by --out"
+        ) from exc
     except UnicodeDecodeError as exc:
-        raise SpecError(f"spec {str(p)!r} is not JSON (not UTF-8 text). Hint: give the spec.json written by --out") from exc
+        raise SpecError(
+            f"spec {str(p)!r} is not JSON (not UTF-8 text). Hint: give the spec.json written by --out"
+        ) from exc
     try:
         spec = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"spec {str(p)!r} is not JSON ({exc.msg} at line {exc.lineno}). Hint: give the spec.json written by --out") from exc
+        raise SpecError(
+            f"spec {str(p)!r} is not JSON ({exc.msg} at line {exc.lineno}). Hint: give the spec.json written by --out"
+        ) from exc
     except ValueError as exc:  # NaN or Infinity: Python writes them, JSON has no such numbers
         raise SpecError(f"spec {str(p)!r} is not JSON ({exc}). Hint: give the spec.json written by --out") from exc
     validate_spec(spec, str(p))
@@ -162,14 +184,18 @@ def validate_spec(spec: Any, where: str = "spec") -> None:
         SpecError: Not a spec, another version, or a field of the wrong type or range.
     """
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise SpecError(f"{where} is not a redistribute spec (no \"format\": \"{FORMAT}\")")
+        raise SpecError(f'{where} is not a redistribute spec (no "format": "{FORMAT}")')
     if spec.get("version") != VERSION or isinstance(spec.get("version"), bool):
-        raise SpecError(f"{where} has format version {spec.get('version')!r}; this redistribute reads version {VERSION}")
+        raise SpecError(
+            f"{where} has format version {spec.get('version')!r}; this redistribute reads version {VERSION}"
+        )
     if not isinstance(spec.get("groups"), list):
         raise SpecError(f"{where} has no list of groups")
     size = spec.get("input_size")
     if size is not None and not (isinstance(size, list) and size and all(_whole(s) and s > 0 for s in size)):
-        raise SpecError(f"{where} has input_size {size!r}; it must be a list of positive integers such as [3, 224, 224]")
+        raise SpecError(
+            f"{where} has input_size {size!r}; it must be a list of positive integers such as [3, 224, 224]"
+        )
     for key in ("source", "template", "match", "scope"):
         if spec.get(key) is not None and not isinstance(spec[key], str):
             raise SpecError(f"{where} has {key} {spec[key]!r}; it must be a string")
@@ -186,7 +212,9 @@ def validate_spec(spec: Any, where: str = "spec") -> None:
         if not (isinstance(item, dict) and isinstance(item.get("signature"), str) and _whole(item.get("width"))):
             raise SpecError(f"spec group entry {item!r} needs a 'signature' and an integer 'width'")
         if item["width"] > MAX_WIDTH:
-            raise SpecError(f"spec group {item['signature']!r} has width {item['width']}, above {MAX_WIDTH}: the spec is corrupt")
+            raise SpecError(
+                f"spec group {item['signature']!r} has width {item['width']}, above {MAX_WIDTH}: the spec is corrupt"
+            )
         if item["signature"] in seen:
             raise SpecError(f"spec lists group {item['signature']!r} twice")
         seen.add(item["signature"])
@@ -214,12 +242,18 @@ def spec_to_plan(spec: dict[str, Any], model: nn.Module) -> Plan:
             f"{spec.get('versions', {}).get('timm', '?')}"
         )
     widths = {by_sig[sig].id: w for sig, w in wanted.items()}
-    fields = {k: spec.get(k) for k in ("template", "match", "k", "ratio", "divisor", "scope", "tolerance", "target", "source")}
+    fields = {
+        k: spec.get(k) for k in ("template", "match", "k", "ratio", "divisor", "scope", "tolerance", "target", "source")
+    }
     fields = {k: v for k, v in fields.items() if v is not None}
     return plan_from_widths(graph, widths, **fields)
 
 
-def load(spec: str | os.PathLike[str] | dict[str, Any], model: nn.Module | None = None, weights: str | os.PathLike[str] | None = None) -> nn.Module:
+def load(
+    spec: str | os.PathLike[str] | dict[str, Any],
+    model: nn.Module | None = None,
+    weights: str | os.PathLike[str] | None = None,
+) -> nn.Module:
     """Rebuild the redistributed model described by ``spec``.
 
     Args:

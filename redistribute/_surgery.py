@@ -27,7 +27,7 @@ from ._plan import Plan
 from ._spaces import Layout
 from ._uses import LayerUse
 
-__all__ = ["apply", "apply_", "select_channels", "channel_scores", "channel_normalized_groups", "IMPORTANCE"]
+__all__ = ["IMPORTANCE", "apply", "apply_", "channel_normalized_groups", "channel_scores", "select_channels"]
 
 _logger = logging.getLogger(__name__)
 
@@ -216,7 +216,9 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
             m = model.get_submodule(u.module)
             handler = _handler(m) or (resize_norm_like if u.kind == "norm" else None)
             if handler is None:
-                raise ConstraintError(f"no resize handler for layer '{u.module}' ({type(m).__name__}); its group must stay fixed")
+                raise ConstraintError(
+                    f"no resize handler for layer '{u.module}' ({type(m).__name__}); its group must stay fixed"
+                )
             handler(m, u, in_idx, out_idx)  # type: ignore[operator]
     _fix_metadata(model, plan)
     return model

@@ -110,7 +110,9 @@ TEMPLATES["base"] = Template("base", "", "the base model's own stage trend (k = 
 register_template("a", "increasing", "1/r + (1 - 1/r)·p")(lambda p, r: 1 / r + (1 - 1 / r) * p)
 register_template("b", "uniform", "1")(lambda p, r: 1.0)
 register_template("c", "decreasing", "1 - (1 - 1/r)·p")(lambda p, r: 1 - (1 - 1 / r) * p)
-register_template("d", "peak", "1/r + (1 - 1/r)·(1 - |2p - 1|)")(lambda p, r: 1 / r + (1 - 1 / r) * (1 - abs(2 * p - 1)))
+register_template("d", "peak", "1/r + (1 - 1/r)·(1 - |2p - 1|)")(
+    lambda p, r: 1 / r + (1 - 1 / r) * (1 - abs(2 * p - 1))
+)
 register_template("e", "valley", "1 - (1 - 1/r)·(1 - |2p - 1|)")(lambda p, r: 1 - (1 - 1 / r) * (1 - abs(2 * p - 1)))
 
 _ENTRY_POINTS_LOADED = False
@@ -200,4 +202,6 @@ def get_template(template: str | Callable[[float], float] | Template) -> Templat
     key = _ALIASES.get(key.lower(), key.lower() if key.lower() in TEMPLATES else key)
     if key in TEMPLATES:
         return TEMPLATES[key]
-    raise TemplateError(f"unknown template {template!r}; valid: {_valid_names()}, or control points like '0:1,0.5:4,1:1'")
+    raise TemplateError(
+        f"unknown template {template!r}; valid: {_valid_names()}, or control points like '0:1,0.5:4,1:1'"
+    )

@@ -41,7 +41,6 @@ def _timm_notrace() -> tuple[set[type], list[Any]]:
     return set(get_notrace_modules()), list(get_notrace_functions())
 
 
-
 class _MetaProxy(fx.Proxy):
     """A proxy that answers Python's questions (len, index, bool, iter) from its concrete meta value."""
 
@@ -141,14 +140,18 @@ class _Tracer(fx.Tracer):
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _MetaProxy(node, self)
 
-    def create_proxy(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *a: Any, **k: Any) -> fx.Proxy:
+    def create_proxy(
+        self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *a: Any, **k: Any
+    ) -> fx.Proxy:
         proxy = super().create_proxy(kind, target, args, kwargs, *a, **k)
         node = proxy.node
         try:
             node.meta["val"] = self._compute(node)
         except Exception as exc:
             where = f"node '{node.name}' ({kind} {getattr(target, '__name__', target)})"
-            raise TraceError(f"cannot evaluate {where} on the meta device: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+            raise TraceError(
+                f"cannot evaluate {where} on the meta device: {type(exc).__name__}: {exc}".splitlines()[0]
+            ) from exc
         return proxy
 
     def _meta_of(self, a: Any) -> Any:
@@ -252,7 +255,9 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
         raise
     except Exception as exc:
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise TraceError(f"cannot trace {type(model).__name__}: {msg}. Hint: pass a model whose forward takes one tensor") from exc
+        raise TraceError(
+            f"cannot trace {type(model).__name__}: {msg}. Hint: pass a model whose forward takes one tensor"
+        ) from exc
     return TracedModel(
         graph=graph,
         input_shape=tuple(input_shape),

@@ -117,13 +117,21 @@ class TrainConfig:
         )
         for name, ok, must, example in rules:
             if not ok:
-                raise UsageError(f"{name.replace('_', ' ')} {getattr(self, name)!r} is invalid: it must be {must} (e.g. {example})")
+                raise UsageError(
+                    f"{name.replace('_', ' ')} {getattr(self, name)!r} is invalid: it must be {must} (e.g. {example})"
+                )
         if self.opt.lower() not in list_optimizers():
-            raise UsageError(f"unknown optimizer {self.opt!r}. Hint: sgd, adamw, lamb, ... (timm.optim.list_optimizers())")
+            raise UsageError(
+                f"unknown optimizer {self.opt!r}. Hint: sgd, adamw, lamb, ... (timm.optim.list_optimizers())"
+            )
         if (self.mixup or self.cutmix) and self.batch_size % 2:
-            raise UsageError(f"Mixup/CutMix needs an even batch size, got {self.batch_size}. Hint: --batch-size {self.batch_size + 1}")
+            raise UsageError(
+                f"Mixup/CutMix needs an even batch size, got {self.batch_size}. Hint: --batch-size {self.batch_size + 1}"
+            )
         if self.sync_bn and not self.device.startswith("cuda"):
-            raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel). Hint: drop it; BatchNorm statistics are averaged over processes each epoch")
+            raise UsageError(
+                "--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel). Hint: drop it; BatchNorm statistics are averaged over processes each epoch"
+            )
         if self.teacher_checkpoint and not self.teacher:
             raise UsageError("--teacher-checkpoint needs --teacher (the original model's source, e.g. timm:resnet50)")
 
@@ -201,14 +209,19 @@ def _output(spec: Any, output: str | os.PathLike[str] | None, resume: Any, force
         hint = f"use --resume {out / CHECKPOINT} to continue or --force to start over"
         raise OutputError(f"output folder {str(out)!r} already holds {CHECKPOINT}. Hint: {hint}")
     if resume is not None and not Path(resume).is_file():
-        raise CheckpointError(f"checkpoint {str(resume)!r} to resume from does not exist. Hint: give {out / CHECKPOINT}")
+        raise CheckpointError(
+            f"checkpoint {str(resume)!r} to resume from does not exist. Hint: give {out / CHECKPOINT}"
+        )
     return out
 
 
 def _read_rows(path: Path, upto: int) -> list[EpochMetrics]:
     kinds = {f.name: f.type for f in fields(EpochMetrics)}
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    rows = [{k: None if v == "" else int(v) if kinds[k] == "int" else float(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(text))]
+    rows = [
+        {k: None if v == "" else int(v) if kinds[k] == "int" else float(v) for k, v in r.items()}
+        for r in csv.DictReader(io.StringIO(text))
+    ]
     return [EpochMetrics(**r) for r in rows if r["epoch"] <= upto]  # type: ignore[arg-type, operator]
 
 
@@ -229,7 +242,12 @@ def _distributed(device: str) -> tuple[torch.device, int, int, bool]:
         raise UsageError(f"device {device!r} was asked for but CUDA is not available. Hint: --device cpu")
     if dist.is_available() and dist.is_initialized():
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device(f"cuda:{local}" if device.startswith("cuda") else device), dist.get_rank(), dist.get_world_size(), False
+        return (
+            torch.device(f"cuda:{local}" if device.startswith("cuda") else device),
+            dist.get_rank(),
+            dist.get_world_size(),
+            False,
+        )
     info = init_distributed_device_so(device=device)
     return torch.device(info["device"]), info["global_rank"], info["world_size"], bool(info["distributed"])
 
@@ -249,21 +267,35 @@ def _model(spec: Any, weights: bool, classes: int, cfg: TrainConfig, device: tor
     return model  # type: ignore[no-any-return]
 
 
-def _loaders(model: nn.Module, ds_train: Any, ds_val: Any, cfg: TrainConfig, device: torch.device, world: int) -> tuple[Any, Any]:
+def _loaders(
+    model: nn.Module, ds_train: Any, ds_val: Any, cfg: TrainConfig, device: torch.device, world: int
+) -> tuple[Any, Any]:
     from timm.data import create_loader, resolve_data_config
 
     data = resolve_data_config({"img_size": cfg.img_size} if cfg.img_size else {}, model=model)
     common = dict(input_size=data["input_size"], batch_size=cfg.batch_size, mean=data["mean"], std=data["std"], num_workers=cfg.workers,
                   distributed=world > 1, device=device, pin_memory=device.type == "cuda")  # fmt: skip
-    train = create_loader(ds_train, is_training=True, no_aug=not cfg.aug, interpolation="random" if cfg.aug else data["interpolation"], **common)
-    val = None if ds_val is None else create_loader(ds_val, interpolation=data["interpolation"], crop_pct=data["crop_pct"], **common)
+    train = create_loader(
+        ds_train,
+        is_training=True,
+        no_aug=not cfg.aug,
+        interpolation="random" if cfg.aug else data["interpolation"],
+        **common,
+    )
+    val = (
+        None
+        if ds_val is None
+        else create_loader(ds_val, interpolation=data["interpolation"], crop_pct=data["crop_pct"], **common)
+    )
     return train, val
 
 
 class _Run:
     """This process's share of a run: task (classification or distillation), optimizer, schedule, precision, EMA."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, classes: int, device: torch.device, world: int, steps: int) -> None:
+    def __init__(
+        self, model: nn.Module, cfg: TrainConfig, classes: int, device: torch.device, world: int, steps: int
+    ) -> None:
         from timm.data import Mixup
         from timm.optim import create_optimizer_v2
         from timm.scheduler import create_scheduler_v2
@@ -274,7 +306,11 @@ class _Run:
         self.cfg, self.device, self.world, self.steps, self.updates = cfg, device, world, steps, 0
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         mixing = cfg.mixup > 0 or cfg.cutmix > 0
-        self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing, num_classes=classes) if mixing else None
+        self.mixup = (
+            Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing, num_classes=classes)
+            if mixing
+            else None
+        )
         self.task = training_task(model, cfg, classes, device)  # a timm.task.TrainingTask
         if cfg.ema:  # before resuming: the checkpoint's EMA state replaces this copy
             self.task.setup_ema(decay=cfg.ema_decay, use_warmup=True)
@@ -294,7 +330,10 @@ class _Run:
             if self.cfg.ema:
                 load_task_ema_checkpoint(self.task, str(path))
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
-            raise CheckpointError(f"cannot resume from {str(path)!r}: {exc}".splitlines()[0] + ". Hint: give a checkpoint of this spec and data") from exc
+            raise CheckpointError(
+                f"cannot resume from {str(path)!r}: {exc}".splitlines()[0]
+                + ". Hint: give a checkpoint of this spec and data"
+            ) from exc
         self.updates = start * self.steps
         if self.sched is not None and start > 0:
             self.sched.step(start)
@@ -318,7 +357,9 @@ class _Run:
             self.sched.step_update(num_updates=self.updates)
         return float(loss.detach())
 
-    def epoch(self, epoch: int, loader: Any, progress: Callable[[TrainProgress], None] | None) -> tuple[float, int, float]:
+    def epoch(
+        self, epoch: int, loader: Any, progress: Callable[[TrainProgress], None] | None
+    ) -> tuple[float, int, float]:
         """Train one epoch: (mean loss, samples, seconds), summed over all processes."""
         from timm.utils import distribute_bn
 
@@ -354,7 +395,13 @@ class _Run:
 
     def save(self, path: Path, epoch: int, **extra: Any) -> None:
         """A timm training checkpoint (0-based ``epoch``, version 2: resuming starts at the next epoch), atomically."""
-        state = {"epoch": epoch, "version": 2, "optimizer": self.optimizer.state_dict(), **extra, **self.task.get_checkpoint_state()}
+        state = {
+            "epoch": epoch,
+            "version": 2,
+            "optimizer": self.optimizer.state_dict(),
+            **extra,
+            **self.task.get_checkpoint_state(),
+        }
         if self.cfg.ema:
             state.update(self.task.get_checkpoint_state(ema=True))
         if self.scaler is not None:
@@ -372,7 +419,11 @@ def _export(out: Path, spec: dict[str, Any], model: nn.Module, base_classes: int
     spec, classes = copy.deepcopy(spec), _num_classes(export)
     if classes != base_classes:
         spec["model_kwargs"] = {**dict(spec.get("model_kwargs") or {}), "num_classes": classes}
-    with atomic_paths([out / "spec.json", out / "config.json", out / "model.safetensors"]) as (spec_tmp, config_tmp, weights_tmp):
+    with atomic_paths([out / "spec.json", out / "config.json", out / "model.safetensors"]) as (
+        spec_tmp,
+        config_tmp,
+        weights_tmp,
+    ):
         spec_tmp.write_text(spec_json(spec), encoding="utf-8")
         write_timm_files(config_tmp, weights_tmp, spec, export)
 
@@ -420,15 +471,22 @@ def train(
     classes = dict(ds_train.reader.class_to_idx)
     ds_val = _dataset(val_dir, classes) if val_dir is not None else None
     if weights is None:
-        weights = not isinstance(spec, Mapping) and _weights_in(Path(spec) if Path(spec).is_dir() else Path(spec).parent) is not None
+        weights = (
+            not isinstance(spec, Mapping)
+            and _weights_in(Path(spec) if Path(spec).is_dir() else Path(spec).parent) is not None
+        )
 
     device, rank, world, started = _distributed(cfg.device)
     show = progress if rank == 0 else None
     try:
         if len(ds_train) // world < cfg.batch_size:
             hint = "Hint: lower --batch-size"
-            raise DataError(f"{len(ds_train)} training images over {world} process(es) do not fill one batch of {cfg.batch_size}. {hint}")
-        model = _model(spec_data if isinstance(spec, Mapping) else spec, bool(weights), len(classes), cfg, device, world)
+            raise DataError(
+                f"{len(ds_train)} training images over {world} process(es) do not fill one batch of {cfg.batch_size}. {hint}"
+            )
+        model = _model(
+            spec_data if isinstance(spec, Mapping) else spec, bool(weights), len(classes), cfg, device, world
+        )
         base_classes = int(getattr(model, "pretrained_cfg", {})["num_classes"])
         random_seed(cfg.seed, rank)
         loader_train, loader_val = _loaders(model, ds_train, ds_val, cfg, device, world)
@@ -441,13 +499,25 @@ def train(
             lr = run.optimizer.param_groups[0]["lr"]
             loss, samples, seconds = run.epoch(epoch, loader_train, show)
             val = run.validate(loader_val) if loader_val is not None else {}
-            row = EpochMetrics(epoch + 1, loss, val.get("loss"), val.get("top1"), val.get("top5"), lr, samples / seconds, samples, seconds)
+            row = EpochMetrics(
+                epoch + 1,
+                loss,
+                val.get("loss"),
+                val.get("top1"),
+                val.get("top5"),
+                lr,
+                samples / seconds,
+                samples,
+                seconds,
+            )
             history.append(row)
             if run.sched is not None:
                 run.sched.step(epoch + 1, val.get("top1"))
             if rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
-                run.save(out / CHECKPOINT, epoch, arch=ARCHITECTURE, metric=row.val_top1, spec=spec_data, config=asdict(cfg))
+                run.save(
+                    out / CHECKPOINT, epoch, arch=ARCHITECTURE, metric=row.val_top1, spec=spec_data, config=asdict(cfg)
+                )
                 _write_rows(out / METRICS, history)
                 _logger.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, row)
                 if show is not None:

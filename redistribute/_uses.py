@@ -60,5 +60,9 @@ def extra_per_out_channel(mod: nn.Module) -> int:
     cout = getattr(mod, "out_channels", getattr(mod, "out_features", None))
     if cout is None or getattr(mod, "transposed", False):
         return 0
-    extra = [p for n, p in mod._parameters.items() if n not in ("weight", "bias") and p is not None and p.ndim and p.shape[0] == cout]
+    extra = [
+        p
+        for n, p in mod._parameters.items()
+        if n not in ("weight", "bias") and p is not None and p.ndim and p.shape[0] == cout
+    ]
     return sum(p.numel() // cout for p in extra)

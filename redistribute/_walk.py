@@ -60,7 +60,7 @@ class Walker:
                 return None
             dims = tuple(const(s) for s in val.shape)
             if val.ndim >= 2:
-                dims = (dims[0], self.table.fresh(val.shape[1], "input")) + dims[2:]
+                dims = (dims[0], self.table.fresh(val.shape[1], "input"), *dims[2:])
                 self.input_layout = dims[1]
                 self.table.fix(dims[1], "model input")
             return dims
@@ -72,7 +72,11 @@ class Walker:
             return None
         if node.op == "call_module":
             return self._visit_module(node)
-        rule = _rules.FUNCTION_RULES.get(node.target) if node.op == "call_function" else _rules.METHOD_RULES.get(str(node.target))
+        rule = (
+            _rules.FUNCTION_RULES.get(node.target)
+            if node.op == "call_function"
+            else _rules.METHOD_RULES.get(str(node.target))
+        )
         if rule is None:
             return self._default(node)
         return rule(self, node)
@@ -102,15 +106,25 @@ class Walker:
             return None
         target = str(node.target)
         if target not in self._params:
-            dims = tuple(
-                const(s) if s == 1 else self.table.fresh(s, f"{target}[{d}]") for d, s in enumerate(val.shape)
-            )
+            dims = tuple(const(s) if s == 1 else self.table.fresh(s, f"{target}[{d}]") for d, s in enumerate(val.shape))
             self._params[target] = dims
             is_param = 1 if isinstance(val, nn.Parameter) else 0
             for d, lay in enumerate(dims):
                 if lay[0].space is not None:
                     self.uses.append(
-                        LayerUse(target, "param", node.name, self._order, None, lay, d, "none", tuple(val.shape), tuple(val.shape), per_channel=is_param)
+                        LayerUse(
+                            target,
+                            "param",
+                            node.name,
+                            self._order,
+                            None,
+                            lay,
+                            d,
+                            "none",
+                            tuple(val.shape),
+                            tuple(val.shape),
+                            per_channel=is_param,
+                        )
                     )
         return self._params[target]
 
@@ -178,7 +192,23 @@ class Walker:
             positions = math.prod(in_shape) // max(in_shape[-1], 1)
         extra = extra_per_out_channel(mod)
         self.uses.append(
-            LayerUse(name, kind, node.name, self._order, in_l, out_l, 1, mode, in_shape, out_shape, kernel, groups, bias, extra, positions)
+            LayerUse(
+                name,
+                kind,
+                node.name,
+                self._order,
+                in_l,
+                out_l,
+                1,
+                mode,
+                in_shape,
+                out_shape,
+                kernel,
+                groups,
+                bias,
+                extra,
+                positions,
+            )
         )
 
     def use_member(self, node: fx.Node, kind: str, layout: Layout, dim: int) -> None:
@@ -192,7 +222,19 @@ class Walker:
         mod = self.root.get_submodule(name)
         per_channel = sum(1 for p in mod.parameters(recurse=False) if p.ndim == 1 and p.shape[0] == size)
         self.uses.append(
-            LayerUse(name, kind, node.name, self._order, None, layout, dim, "none", (), tuple(node.meta["val"].shape), per_channel=per_channel)
+            LayerUse(
+                name,
+                kind,
+                node.name,
+                self._order,
+                None,
+                layout,
+                dim,
+                "none",
+                (),
+                tuple(node.meta["val"].shape),
+                per_channel=per_channel,
+            )
         )
 
     def flops_linear(self, node: fx.Node, in_l: Layout, out_l: Layout) -> None:
@@ -200,7 +242,19 @@ class Walker:
         in_shape = tuple(src.meta["val"].shape) if isinstance(src, fx.Node) else ()
         positions = math.prod(in_shape) // max(in_shape[-1], 1) if in_shape else 0
         self.uses.append(
-            LayerUse(node.name, "flops", node.name, self._order, in_l, out_l, -1, "none", in_shape, tuple(node.meta["val"].shape), positions=positions)
+            LayerUse(
+                node.name,
+                "flops",
+                node.name,
+                self._order,
+                in_l,
+                out_l,
+                -1,
+                "none",
+                in_shape,
+                tuple(node.meta["val"].shape),
+                positions=positions,
+            )
         )
 
     def require_multiple(self, layout: Layout, multiple: int, why: str) -> None:
@@ -239,7 +293,7 @@ class Walker:
         if len(x) != val.ndim:
             return self.reshape(node, src)
         out = []
-        for lay, size in zip(x, val.shape):
+        for lay, size in zip(x, val.shape, strict=False):
             if layout_size(lay) == size:
                 out.append(lay)
             else:
@@ -326,7 +380,7 @@ class Walker:
             args = list(args[0])
         if len(args) != len(out):
             return
-        for arg, lay in zip(args, out):
+        for arg, lay in zip(args, out, strict=False):
             if isinstance(arg, int) and arg != -1 and any(s.space is not None for s in lay):
                 self.table.fix(lay, f"hard-coded reshape at '{node.name}'")
 

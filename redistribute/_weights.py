@@ -51,7 +51,9 @@ def load_weights_into(model: nn.Module, path: str | os.PathLike[str]) -> None:
     own = model.state_dict()
     for key, value in state.items():
         if key not in own:
-            raise CheckpointError(f"weights {str(p)!r} have key {key!r} that the model lacks. Hint: use the spec saved with them")
+            raise CheckpointError(
+                f"weights {str(p)!r} have key {key!r} that the model lacks. Hint: use the spec saved with them"
+            )
         if tuple(own[key].shape) != tuple(value.shape):
             raise CheckpointError(
                 f"weights {str(p)!r}: {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"

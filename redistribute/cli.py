@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,14 +18,20 @@ import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
+from ._cli_render import print_summary, print_transfer, train_progress
 from ._errors import RedistributeError, UsageError
 
 __all__ = ["app", "main"]
 
 _out = Console()
 _err = Console(stderr=True)
+#: typer's (vendored) click errors: bad option values, missing arguments, unknown options.
+_CLICK_ERRORS: tuple[type[Exception], ...] = tuple(
+    {c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"} | {click.ClickException}
+)
 
 
 class _DefaultGroup(TyperGroup):
@@ -36,6 +43,15 @@ class _DefaultGroup(TyperGroup):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer passes its own Context
+        """Run the subcommand; a malformed command line (bad option value, missing argument) is one red line."""
+        try:
+            return super().invoke(ctx)
+        except _CLICK_ERRORS as exc:
+            hint = f"Hint: see 'redistribute {ctx.invoked_subcommand or self.default_command} --help'"
+            _err.print(Text.assemble(("error: ", "red"), f"{_one_line(exc.format_message())}. {hint}"), soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(
@@ -59,92 +75,154 @@ def _parse_size(text: str | None) -> tuple[int, ...] | None:
     return size
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()).rstrip(".")
+
+
 def _fail(exc: BaseException, debug: bool) -> None:
+    """Print ``exc`` as one red line on stderr (never as rich markup) and exit 2 (usage) or 1; ``--debug`` re-raises."""
     if debug:
         raise exc
     if isinstance(exc, RedistributeError):
-        _err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        _err.print(Text.assemble(("error: ", "red"), " ".join(str(exc).split())), highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
-    _err.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+    message = f"unexpected {type(exc).__name__}: {_one_line(str(exc))} (rerun with --debug for the traceback)"
+    _err.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
     raise typer.Exit(1)
-
-
-def _fmt(x: float, metric: str) -> str:
-    if metric == "memory":
-        return f"{x / 2**20:.1f} MB"
-    if metric == "flops":
-        return f"{x / 1e9:.3f} G"
-    return f"{x / 1e6:.3f} M"
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    head = f"{summary['source'] or 'model'} · template {summary['template']} · match {summary['match']} · k={summary['k']:.4g} · r={summary['ratio']:.3g}"
-    stages = Table(title=head, title_justify="left")
-    for col in ("stage", "groups", "base min/median/max", "new min/median/max"):
-        stages.add_column(col, justify="right")
-    for row in summary["stages"]:
-        b, n = row["base"], row["new"]
-        stages.add_row(
-            row["stage"], str(row["groups"]), f"{b['min']}/{b['median']:g}/{b['max']}", f"{n['min']}/{n['median']:g}/{n['max']}"
-        )
-    _out.print(stages)
-    tot = Table(title="totals (batch 1)", title_justify="left")
-    for col in ("metric", "base", "new", "ratio"):
-        tot.add_column(col, justify="right")
-    for metric, v in summary["totals"].items():
-        tot.add_row(metric, _fmt(v["base"], metric), _fmt(v["new"], metric), f"{v['ratio']:.3f}x")
-    _out.print(tot)
 
 
 @app.command("run")
 def run(
     model: Annotated[str, typer.Argument(help="timm:NAME, torchvision:NAME or path/to/file.py:factory")],
-    template: Annotated[str, typer.Option("--template", "-t", help="base, a-e (increasing, uniform, decreasing, peak, valley) or control points '0:1,0.5:4,1:1'")] = "d",
-    match: Annotated[str, typer.Option(help="metric held equal: flops, params, memory, none")] = "flops",
+    template: Annotated[
+        str,
+        typer.Option(
+            "--template",
+            "-t",
+            help="base, a-e (increasing, uniform, decreasing, peak, valley) or control points '0:1,0.5:4,1:1'",
+        ),
+    ] = "d",
+    match: Annotated[
+        str, typer.Option(help="metric held equal: flops, params, memory (analytic), latency (measured), none")
+    ] = "flops",
     tolerance: Annotated[float, typer.Option(help="relative tolerance of the match")] = 0.005,
     divisor: Annotated[int, typer.Option(help="widths are multiples of this")] = 8,
-    ratio: Annotated[float | None, typer.Option(help="template range r (default: widest/narrowest stage of the base)")] = None,
+    ratio: Annotated[
+        float | None, typer.Option(help="template range r (default: widest/narrowest stage of the base)")
+    ] = None,
     scope: Annotated[str, typer.Option(help="conv: conv-produced groups; all: linear-produced too")] = "conv",
     input_size: Annotated[str | None, typer.Option("--input-size", help="C,H,W (default: the model's own)")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for spec.json and weights.safetensors")] = None,
     force: Annotated[bool, typer.Option(help="overwrite results already in --out")] = False,
+    pretrained: Annotated[
+        bool, typer.Option(help="start from the zoo's pretrained weights (timm/torchvision cache)")
+    ] = False,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="start from these base weights: .pth/.pt/.safetensors or a timm checkpoint")
+    ] = None,
+    importance: Annotated[str, typer.Option(help="which channels shrinking keeps: l1, l2 or bn (BN scale)")] = "l1",
+    calibrate: Annotated[
+        Path | None, typer.Option(help="image folder to re-estimate BatchNorm statistics after surgery")
+    ] = None,
+    calibrate_batches: Annotated[
+        int,
+        typer.Option("--calibrate-batches", help="batches for BN re-estimation (without --calibrate: random inputs)"),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
+    device: Annotated[str, typer.Option(help="where --match latency times the models: cpu or cuda")] = "cpu",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="images per timed forward pass (--match latency)")
+    ] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch while timing (--match latency; default 1)")
+    ] = None,
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
     """Redistribute MODEL's filters following a template at the base model's cost."""
     try:
         from ._io import prepare_out_dir
+        from ._plan import check_options
         from ._plan import plan as make_plan
         from ._report import plan_summary
         from ._source import load_model
-        from ._spec import save_spec, spec_from_plan
+        from ._spec import save_result, spec_from_plan
         from ._surgery import apply
-        from ._templates import get_template
-        from ._weights import save_weights
 
-        get_template(template)
+        check_options(
+            template=template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope
+        )  # before any work
+        from ._surgery import IMPORTANCE
+
+        if importance not in IMPORTANCE:
+            raise UsageError(f"--importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
+        if calibrate_batches < 0:
+            raise UsageError(
+                f"--calibrate-batches {calibrate_batches} is negative. Hint: pass 0 (off) or a positive count"
+            )
         size = _parse_size(input_size)
-        out_dir = prepare_out_dir(out, ("spec.json", "weights.safetensors"), force) if out is not None else None
-        _err.print(f"building {model}", style="dim")
-        base = load_model(model)
+        outputs = ("spec.json", "weights.safetensors", "config.json", "model.safetensors")
+        out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
+        _err.print(f"building {model}", style="dim", markup=False)
+        base = load_model(model, pretrained=pretrained)
+        if checkpoint is not None:
+            from ._checkpoint import load_checkpoint
+
+            load_checkpoint(base, checkpoint)  # our own fresh model: loading in place is fine
         _err.print("tracing and matching", style="dim")
-        p = make_plan(base, template, match, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size, source=model)
+        lm = None
+        if match == "latency":
+            from ._latency import match_latency
+
+            lm = match_latency(base, template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size, source=model,
+                               device=device, batch_size=batch_size, threads=threads, progress=lambda msg: _err.print(msg, style="dim"))  # fmt: skip
+            p = lm.plan
+        else:
+            p = make_plan(
+                base,
+                template,
+                match,
+                tolerance=tolerance,
+                divisor=divisor,
+                ratio=ratio,
+                scope=scope,
+                input_size=size,
+                source=model,
+            )
         summary = plan_summary(p)
+        if pretrained or checkpoint is not None:
+            from ._transfer import transfer_report
+
+            summary["transfer"] = [r.to_dict() for r in transfer_report(base, p, importance)]
+        if lm is not None:
+            summary["achieved"], summary["latency"] = lm.timing.median_ms, lm.summary()
         if out_dir is not None:
-            _err.print(f"rebuilding and writing {out_dir}", style="dim")
-            new = apply(base, p)
-            save_spec(spec_from_plan(p, source=model), out_dir / "spec.json")
-            save_weights(new, out_dir / "weights.safetensors")
-            summary["outputs"] = {"spec": str(out_dir / "spec.json"), "weights": str(out_dir / "weights.safetensors")}
+            _err.print(f"rebuilding and writing {out_dir}", style="dim", markup=False)
+            new = lm.model if lm is not None else apply(base, p, importance=importance)
+            if calibrate is not None or calibrate_batches > 0:
+                from ._calibrate import recalibrate
+
+                what = str(calibrate) if calibrate is not None else f"{calibrate_batches} batches of random inputs"
+                _err.print(f"re-estimating BatchNorm statistics from {what}", style="dim", markup=False)
+                summary["calibrated_batches"] = recalibrate(new, p.graph.input_shape[1:], calibrate, calibrate_batches)
+            from .timm import save_timm_files
+
+            spec = spec_from_plan(p, source=model)
+            save_result(out_dir, spec, new)  # both files, or neither, replace the old pair
+            save_timm_files(out_dir, spec, new)  # timm's config.json + model.safetensors, for local-dir:
+            summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
     except Exception as exc:  # mapped to one line and an exit code
         _fail(exc, debug)
         return
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
-        _print_summary(summary)
+        print_summary(_out, summary)
+        if "transfer" in summary:
+            print_transfer(_out, summary["transfer"])
+        if lm is not None:
+            _out.print(lm.describe(), highlight=False)
         if out_dir is not None:
-            _out.print(f"wrote {out_dir / 'spec.json'} and {out_dir / 'weights.safetensors'}")
+            _out.print(f"wrote {', '.join(outputs)} to {out_dir}", markup=False)
 
 
 _SAMPLES_KEY = "T(p) at p=0,.25,.5,.75,1 (r=8)"
@@ -208,9 +286,196 @@ def inspect(
     _out.print(table)
 
 
+@app.command("compare")
+def compare(
+    model: Annotated[str, typer.Argument(help="timm:NAME, torchvision:NAME or path/to/file.py:factory")],
+    templates: Annotated[
+        str, typer.Option("--templates", help="comma-separated templates; base is always included")
+    ] = "base,a,b,c,d,e",
+    match: Annotated[
+        str, typer.Option(help="metric held equal: flops, params, memory (analytic) or latency (measured)")
+    ] = "flops",
+    tolerance: Annotated[
+        float, typer.Option(help="relative tolerance of the match (latency: at least the base's noise)")
+    ] = 0.005,
+    divisor: Annotated[int, typer.Option(help="widths are multiples of this")] = 8,
+    ratio: Annotated[
+        float | None, typer.Option(help="template range r (default: widest/narrowest stage of the base)")
+    ] = None,
+    scope: Annotated[str, typer.Option(help="conv: conv-produced groups; all: linear-produced too")] = "conv",
+    input_size: Annotated[str | None, typer.Option("--input-size", help="C,H,W (default: the model's own)")] = None,
+    device: Annotated[str, typer.Option(help="where the variants are timed: cpu or cuda")] = "cpu",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per timed forward pass")] = 1,
+    min_time: Annotated[
+        float, typer.Option("--min-time", help="seconds each latency measurement lasts at least")
+    ] = 1.0,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch while timing (default 1)")] = None,
+    measure: Annotated[
+        bool, typer.Option(help="build and time the variants (--no-measure: analytic columns only)")
+    ] = True,
+    check_flops: Annotated[
+        bool, typer.Option("--check-flops", help="also count FLOPs with FlopCounterMode, thop and ptflops")
+    ] = False,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV to this file")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="write a PNG of width per layer, one panel per template")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
+    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+) -> None:
+    """Compare every template at matched cost: FLOPs, params, memory, peak memory, latency and throughput."""
+    try:
+        from ._cli_compare import comparison_table, flops_check_table, print_wide, progress_bar, write_text
+        from ._compare import compare as run_compare
+
+        names = [t.strip() for t in templates.split(",") if t.strip()]
+        size = _parse_size(input_size)
+        with progress_bar(_err, model) as bar:
+            result = run_compare(model, names, match, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size,
+                                 device=device, batch_size=batch_size, measure=measure, check_flops=check_flops, min_time=min_time,
+                                 threads=threads, progress=bar)  # fmt: skip
+        if csv_path is not None:
+            write_text(csv_path, result.to_csv())
+        if plot is not None:
+            from ._plot import plot_comparison
+
+            plot_comparison(result, plot)
+    except Exception as exc:  # mapped to one line and an exit code
+        _fail(exc, debug)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    print_wide(_out, comparison_table(result))
+    check = flops_check_table(result)
+    if check is not None:
+        print_wide(_out, check)
+    for path, what in ((csv_path, "CSV"), (plot, "plot")):
+        if path is not None:
+            _err.print(f"wrote {what} to {path}", style="dim")
+
+
+@app.command("plot")
+def plot(
+    specs: Annotated[list[Path], typer.Argument(help="spec.json files (or --out folders) to draw, one panel each")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the PNG to write")] = Path("widths.png"),
+    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+) -> None:
+    """Draw saved specs: width per layer in depth order against the base, one panel per spec."""
+    try:
+        from ._plot import plans_from_specs, plot_plans
+
+        plot_plans(plans_from_specs(specs), out)
+    except Exception as exc:  # mapped to one line and an exit code
+        _fail(exc, debug)
+        return
+    _out.print(f"wrote {out}", highlight=False)
+
+
+@app.command("train")
+def train(
+    spec: Annotated[Path, typer.Argument(help="spec.json, or the --out folder holding it (and its weights)")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="image folder: DIR/train/<class>/*, DIR/val/<class>/*")],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="folder for metrics.csv, last.pth.tar and the trained model (default: SPEC's folder/train)"),
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="epochs to train")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="images per step and process")] = 64,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 0.05,
+    opt: Annotated[str, typer.Option(help="timm optimizer: sgd, adamw, lamb, ...")] = "sgd",
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="weight decay")] = 2e-5,
+    sched: Annotated[str, typer.Option(help="timm scheduler: cosine, step, none, ...")] = "cosine",
+    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="linear warm-up epochs")] = 0,
+    img_size: Annotated[
+        int | None, typer.Option("--img-size", help="training resolution (default: the spec's input size)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="data-loading processes per training process")] = 4,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
+    amp: Annotated[bool, typer.Option(help="mixed precision")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="channels-last memory format")] = False,
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+    smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.1,
+    mixup: Annotated[float, typer.Option(help="Mixup alpha (0: off)")] = 0.0,
+    cutmix: Annotated[float, typer.Option(help="CutMix alpha (0: off)")] = 0.0,
+    aug: Annotated[bool, typer.Option(help="timm's training augmentation")] = True,
+    ema: Annotated[bool, typer.Option(help="keep, validate and export an EMA of the weights")] = False,
+    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA decay")] = 0.9998,
+    sync_bn: Annotated[
+        bool, typer.Option("--sync-bn", help="synchronised BatchNorm across processes (torchrun)")
+    ] = False,
+    teacher: Annotated[
+        str | None, typer.Option(help="distil from this model, e.g. the original: timm:resnet50")
+    ] = None,
+    teacher_checkpoint: Annotated[
+        Path | None, typer.Option("--teacher-checkpoint", help="the teacher's trained weights")
+    ] = None,
+    kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="distillation temperature")] = 4.0,
+    kd_weight: Annotated[float, typer.Option("--kd-weight", help="weight of the distillation loss in [0, 1]")] = 0.5,
+    weights: Annotated[
+        bool | None, typer.Option(help="start from the weights saved beside the spec (default: when present)")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue from this last.pth.tar at the next epoch")] = None,
+    force: Annotated[bool, typer.Option(help="start over in an --output that holds a checkpoint")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the epochs as one JSON object")] = False,
+    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+) -> None:
+    """Train the redistributed model in SPEC on an image folder with timm (torchrun for many GPUs)."""
+    try:
+        from ._train import TrainConfig
+        from ._train import train as run_train
+
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay, sched=sched,
+                             warmup_epochs=warmup_epochs, img_size=img_size, workers=workers, device=device, amp=amp,
+                             channels_last=channels_last, seed=seed, smoothing=smoothing, mixup=mixup, cutmix=cutmix, aug=aug,
+                             ema=ema, ema_decay=ema_decay, sync_bn=sync_bn, teacher=teacher,
+                             teacher_checkpoint=None if teacher_checkpoint is None else str(teacher_checkpoint),
+                             kd_temperature=kd_temperature, kd_weight=kd_weight)  # fmt: skip
+        bars, update = train_progress(_err)
+        try:
+            result = run_train(
+                spec, data_dir, output, config, weights=weights, resume=resume, force=force, progress=update
+            )
+        finally:
+            if bars.live.is_started:
+                bars.stop()
+    except Exception as exc:  # mapped to one line and an exit code
+        _fail(exc, debug)
+        return
+    if result.rank != 0:
+        return
+    from dataclasses import asdict
+
+    rows = [asdict(h) for h in result.history]
+    if as_json:
+        sys.stdout.write(json.dumps({"output": str(result.output), "epochs": rows}, indent=2) + "\n")
+        return
+    table = Table(title=f"trained {spec} ({result.world_size} process(es))", title_justify="left")
+    for col in ("epoch", "train loss", "val loss", "val top-1", "val top-5", "lr", "images/s"):
+        table.add_column(col, justify="right")
+    fmt = lambda v, spec="{:.4f}": "" if v is None else spec.format(v)  # noqa: E731
+    for r in rows:
+        table.add_row(str(r["epoch"]), fmt(r["train_loss"]), fmt(r["val_loss"]), fmt(r["val_top1"], "{:.2f}"), fmt(r["val_top5"], "{:.2f}"),
+                      fmt(r["lr"], "{:.3g}"), fmt(r["images_per_s"], "{:.1f}"))  # fmt: skip
+    _out.print(table)
+    _out.print(
+        f"wrote {result.metrics_csv}, {result.checkpoint} and the trained model in {result.output}", highlight=False
+    )
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so partly written outputs are removed (see ``redistribute._io``)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(standalone_mode=True)
     except KeyboardInterrupt:

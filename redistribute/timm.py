@@ -117,7 +117,9 @@ def _weights_in(folder: Path | None) -> Path | None:
     return next((folder / n for n in _WEIGHT_FILES if (folder / n).is_file()), None)
 
 
-def _pretrained_cfg(spec: Mapping[str, Any], num_classes: int | None = None, file: Path | None = None) -> dict[str, Any]:
+def _pretrained_cfg(
+    spec: Mapping[str, Any], num_classes: int | None = None, file: Path | None = None
+) -> dict[str, Any]:
     """A timm ``pretrained_cfg`` for the redistributed model: the base's data settings at the spec's input size."""
     source = str(spec.get("source") or "")
     cfg: dict[str, Any] = {}
@@ -155,7 +157,9 @@ def _create(variant: str, spec: Any, pretrained: bool, pretrained_cfg: Any, **kw
                 "them with `redistribute MODEL --out DIR`"
             )
         pretrained_cfg = _pretrained_cfg(data, file=weights)
-    return build_model_with_cfg(partial(_build, data), variant, pretrained, pretrained_cfg=dict(pretrained_cfg), **kwargs)  # type: ignore[no-any-return]
+    return build_model_with_cfg(
+        partial(_build, data), variant, pretrained, pretrained_cfg=dict(pretrained_cfg), **kwargs
+    )  # type: ignore[no-any-return]
 
 
 @register_model
@@ -220,7 +224,9 @@ def register(spec: str | os.PathLike[str], name: str | None = None) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise UsageError(f"timm model name {name!r} is invalid. Hint: use letters, digits and '_' (e.g. resnet50_peak)")
     if _timm_is_model(name) and name not in _registered:
-        raise UsageError(f"timm already has a model named {name!r}. Hint: choose another name, e.g. {name}_redistributed")
+        raise UsageError(
+            f"timm already has a model named {name!r}. Hint: choose another name, e.g. {name}_redistributed"
+        )
     spec_path = str((path / "spec.json" if path.is_dir() else path).resolve())
     weights = _weights_in(folder.resolve())
     default_cfgs.update(generate_default_cfgs({name: _pretrained_cfg(data, file=weights)}))
@@ -254,7 +260,9 @@ def timm_config(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     return config
 
 
-def write_timm_files(config_path: str | os.PathLike[str], weights_path: str | os.PathLike[str], spec: Mapping[str, Any], model: nn.Module) -> None:
+def write_timm_files(
+    config_path: str | os.PathLike[str], weights_path: str | os.PathLike[str], spec: Mapping[str, Any], model: nn.Module
+) -> None:
     """Write timm's ``config.json`` and ``model.safetensors`` content to the given paths, *not* atomically.
 
     For callers that write them inside their own :func:`redistribute._io.atomic_paths` group.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -36,6 +37,34 @@ def flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
     total = sum(v for k, v in counts.items() if str(k).split(".")[-1] in ("convolution", "mm", "addmm", "bmm"))
     assert total % 2 == 0
     return total // 2
+
+
+def leaf_output_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Activation memory as the cost model defines it: float32 bytes of every leaf module's output (forward hooks)."""
+    total = 0
+
+    def hook(_m: nn.Module, _i: object, out: object) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * 4
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: tiny models on a shared machine run several times faster than with contended threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def num_params(model: nn.Module) -> int:

@@ -97,7 +97,10 @@ def test_exception_mid_write_keeps_the_old_weights(tmp_path: Path, monkeypatch: 
 
 
 def test_exception_while_writing_the_second_file_keeps_the_old_pair(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, result, old_pair: dict[str, bytes]  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    result,
+    old_pair: dict[str, bytes],  # type: ignore[no-untyped-def]
 ) -> None:
     """The spec is fully written when the weights fail: neither file is replaced (no new spec with old weights)."""
     spec, model = result
@@ -184,7 +187,9 @@ def test_sigint_between_renames_is_held_until_both_are_done(tmp_path: Path, monk
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
 
 
-def test_sigterm_in_the_cli_unwinds_and_removes_the_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_in_the_cli_unwinds_and_removes_the_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``main()`` turns SIGTERM into SystemExit(143), so a write in progress is cleaned up like after Ctrl-C."""
     import redistribute.cli
 

@@ -38,7 +38,7 @@ from redistribute.cli import app
 
 runner = CliRunner()
 
-NETS = '''
+NETS = """
 import sys
 import torch
 from torch import nn
@@ -98,7 +98,7 @@ def exits():
 
 
 NOT_CALLABLE = 1
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -384,14 +384,19 @@ def test_plan_from_widths_refuses_absurd_widths(graph: redistribute.ChannelGraph
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"bogus": 1}, "unexpected keyword argument 'bogus'"), ({"num_classes": "ten"}, "building timm:test_resnet(num_classes='ten')")],
+    [
+        ({"bogus": 1}, "unexpected keyword argument 'bogus'"),
+        ({"num_classes": "ten"}, "building timm:test_resnet(num_classes='ten')"),
+    ],
 )
 def test_load_model_refuses_bad_factory_arguments(kwargs: dict, needle: str) -> None:
     _raises(SourceError, needle, redistribute.load_model, "timm:test_resnet", **kwargs)
 
 
 def test_load_model_refuses_bad_torchvision_arguments() -> None:
-    _raises(SourceError, "building torchvision:resnet18(bogus=1)", redistribute.load_model, "torchvision:resnet18", bogus=1)
+    _raises(
+        SourceError, "building torchvision:resnet18(bogus=1)", redistribute.load_model, "torchvision:resnet18", bogus=1
+    )
 
 
 def test_failed_import_leaves_no_half_module(nets: Path) -> None:
@@ -445,7 +450,9 @@ def test_spec_listing_a_group_twice(spec: dict) -> None:
 
 def test_spec_naming_layers_the_model_lacks(spec: dict) -> None:
     spec["groups"][0]["signature"] = "encoder.conv_in"
-    err = _raises(SpecMismatchError, "not in the model, first 'encoder.conv_in'", redistribute.load, spec, model=make_net("plain"))
+    err = _raises(
+        SpecMismatchError, "not in the model, first 'encoder.conv_in'", redistribute.load, spec, model=make_net("plain")
+    )
     assert "not in the spec, first 'conv1'" in str(err)
 
 
@@ -496,7 +503,14 @@ def saved(spec: dict, tmp_path: Path) -> tuple[dict, Path]:
 
 
 def test_checkpoint_missing(spec: dict, tmp_path: Path) -> None:
-    _raises(CheckpointError, "cannot read weights", redistribute.load, spec, model=make_net("plain"), weights=tmp_path / "no.safetensors")
+    _raises(
+        CheckpointError,
+        "cannot read weights",
+        redistribute.load,
+        spec,
+        model=make_net("plain"),
+        weights=tmp_path / "no.safetensors",
+    )
 
 
 def test_checkpoint_truncated(saved: tuple[dict, Path]) -> None:
@@ -512,7 +526,14 @@ def test_checkpoint_with_a_key_the_model_lacks(saved: tuple[dict, Path]) -> None
     state = load_file(str(path))
     state["extra.weight"] = torch.zeros(2)
     save_file(state, str(path))
-    _raises(CheckpointError, "key 'extra.weight' that the model lacks", redistribute.load, spec, model=make_net("plain"), weights=path)
+    _raises(
+        CheckpointError,
+        "key 'extra.weight' that the model lacks",
+        redistribute.load,
+        spec,
+        model=make_net("plain"),
+        weights=path,
+    )
 
 
 def test_checkpoint_lacking_a_key(saved: tuple[dict, Path]) -> None:

@@ -29,7 +29,11 @@ def test_resnet50_peak_matches_flops_with_fewer_params_and_a_peak():
     assert abs(data["totals"]["flops"]["ratio"] - 1) <= 0.005
     assert data["totals"]["params"]["new"] < data["totals"]["params"]["base"]
     groups = sorted(data["groups"], key=lambda g: g["position"])
-    thirds = [groups[: len(groups) // 3], groups[len(groups) // 3 : 2 * len(groups) // 3], groups[2 * len(groups) // 3 :]]
+    thirds = [
+        groups[: len(groups) // 3],
+        groups[len(groups) // 3 : 2 * len(groups) // 3],
+        groups[2 * len(groups) // 3 :],
+    ]
     rel = [statistics.mean(g["width"] / g["base"] for g in part) for part in thirds]
     # relative to the pyramid, the peak template widens the middle and narrows the end
     assert rel[1] > rel[2]
@@ -73,7 +77,20 @@ def test_saved_weights_reload_bit_identical(tmp_path: Path):
 
 def test_same_command_gives_byte_identical_specs(tmp_path: Path):
     for name in ("a", "b"):
-        assert invoke("timm:test_resnet", "-t", "e", "--divisor", "1", "--input-size", "3,64,64", "--out", str(tmp_path / name)).exit_code == 0
+        assert (
+            invoke(
+                "timm:test_resnet",
+                "-t",
+                "e",
+                "--divisor",
+                "1",
+                "--input-size",
+                "3,64,64",
+                "--out",
+                str(tmp_path / name),
+            ).exit_code
+            == 0
+        )
     assert (tmp_path / "a" / "spec.json").read_bytes() == (tmp_path / "b" / "spec.json").read_bytes()
 
 
@@ -155,5 +172,7 @@ def test_inspect_lists_groups_with_fixed_reasons():
 
 
 def test_python_dash_m_is_the_same_cli():
-    res = subprocess.run([sys.executable, "-m", "redistribute", "templates"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "redistribute", "templates"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0 and "peak" in res.stdout

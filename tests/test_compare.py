@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import flop_counter_macs, make_net, num_params
+from conftest import flop_counter_macs, leaf_output_bytes, make_net, num_params
 from torch import nn
 from typer.testing import CliRunner
 
@@ -33,25 +33,6 @@ runner = CliRunner()
 
 def invoke(*args: str):
     return runner.invoke(app, list(args))
-
-
-def hook_output_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Float32 bytes of every leaf module's output, measured with forward hooks."""
-    total = 0
-
-    def hook(_m: nn.Module, _i: object, out: object) -> None:
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel() * 4
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return total
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +80,7 @@ def test_analytic_memory_equals_hook_measurement(study: redistribute.Comparison,
     x = torch.randn(1, *SIZE)
     for r in study.rows:
         assert r.plan is not None
-        assert r.memory == hook_output_bytes(redistribute.apply(resnet, r.plan), x), r.template
+        assert r.memory == leaf_output_bytes(redistribute.apply(resnet, r.plan).eval(), x), r.template
 
 
 def test_flops_cross_check_conventions(resnet: nn.Module) -> None:
@@ -451,5 +432,5 @@ def test_resnet50_analytic_memory_equals_hooks() -> None:
     x = torch.randn(1, 3, 224, 224)
     for row in r.rows:
         built = model if row.template == "base" else redistribute.apply(model, row.plan)
-        assert row.memory == hook_output_bytes(built, x), row.template
+        assert row.memory == leaf_output_bytes(built.eval(), x), row.template
     assert math.isclose(r.base.memory / 2**20, 132.76, abs_tol=0.01)

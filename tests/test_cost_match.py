@@ -8,7 +8,7 @@ import statistics
 import pytest
 import timm
 import torch
-from conftest import INPUT, flop_counter_macs, make_net, num_params
+from conftest import INPUT, flop_counter_macs, leaf_output_bytes, make_net, num_params
 from torch import nn
 
 import redistribute
@@ -36,25 +36,6 @@ def timm_model(name: str) -> tuple[nn.Module, ChannelGraph]:
 @pytest.fixture(scope="module")
 def resnet50_graph() -> ChannelGraph:
     return redistribute.trace(timm.create_model("resnet50"), SIZE)
-
-
-def leaf_output_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Activation memory as the cost model defines it: float32 bytes of every leaf module's output."""
-    total = 0
-
-    def hook(_m: nn.Module, _i: object, out: object) -> None:
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel() * 4
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return total
 
 
 def assert_costs_exact(model: nn.Module, plan: redistribute.Plan, x: torch.Tensor) -> None:

@@ -266,6 +266,7 @@ def test_plan_refuses_model_without_free_group() -> None:
 
 def test_forward_with_optional_none_argument_traces() -> None:
     """Only the first placeholder is the traced tensor; ``mask=None`` keeps its default (timm ViT's attn_mask)."""
+
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()

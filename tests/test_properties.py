@@ -230,7 +230,11 @@ def test_spec_bytes_do_not_depend_on_the_trace(arch: Arch, template: str) -> Non
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(2):
             graph = redistribute.trace(build(arch), SIZE)
-            plan = redistribute.plan(graph, template, "none", k=1.5) if graph.free_groups() else plan_from_widths(graph, {})
+            plan = (
+                redistribute.plan(graph, template, "none", k=1.5)
+                if graph.free_groups()
+                else plan_from_widths(graph, {})
+            )
             path = Path(tmp) / f"{i}.json"
             redistribute.save_spec(redistribute.spec_from_plan(plan, source="tests/archs.py:build"), path)
             specs.append(path.read_bytes())

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,8 @@ SIZE = (3, 32, 32)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny models on a shared machine run several times faster than with contended threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs with one intra-op thread (see conftest.one_thread)."""
 
 
 def _write_out(folder: Path, source: str = SOURCE, template: str = "d", **kwargs: object) -> Path:
@@ -129,7 +124,8 @@ def test_register_refuses_bad_or_taken_names(out: Path) -> None:
 
 def test_non_timm_source_takes_timm_factory_arguments(tmp_path: Path) -> None:
     """A file.py factory without timm's kwargs: train.py's neutral drop_rate/in_chans are dropped, num_classes passed."""
-    (tmp_path / "net.py").write_text(textwrap.dedent("""
+    (tmp_path / "net.py").write_text(
+        textwrap.dedent("""
         from torch import nn
 
         def make(num_classes=10):
@@ -137,7 +133,8 @@ def test_non_timm_source_takes_timm_factory_arguments(tmp_path: Path) -> None:
                 nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
                 nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
-    """))
+    """)
+    )
     out = _write_out(tmp_path / "out", source=f"{tmp_path / 'net.py'}:make", template="a", divisor=4)
     reference = redistribute.load(out / "spec.json", weights=out / "weights.safetensors")
     model = timm.create_model(f"local-dir:{out}", pretrained=True, drop_rate=0.0, in_chans=3)
@@ -172,7 +169,9 @@ torch.save(model.state_dict(), args.save)
 """
 
 
-def test_train_py_builds_local_dir_through_device_modules(out: Path, reference: torch.nn.Module, tmp_path: Path) -> None:
+def test_train_py_builds_local_dir_through_device_modules(
+    out: Path, reference: torch.nn.Module, tmp_path: Path
+) -> None:
     script = tmp_path / "train.py"
     script.write_text(TRAIN_PY_STANDIN)
     cmd = [sys.executable, str(script), "--device-modules", "redistribute.timm", "--model", f"local-dir:{out}", "--pretrained",

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +44,8 @@ CONFIG = TrainConfig(epochs=3, batch_size=16, lr=0.1, workers=0)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny models on a shared machine run several times faster than with contended threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs with one intra-op thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +101,9 @@ def test_outputs_metrics_checkpoint_and_timm_folder(run: tuple[TrainResult, list
     assert float(rows[-1]["val_top1"]) == pytest.approx(result.history[-1].val_top1, abs=1e-4)
     ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["arch"] == "redistributed" and {"state_dict", "optimizer"} <= ckpt.keys()
-    assert sorted(p.name for p in result.output.iterdir()) == sorted([CHECKPOINT, "config.json", METRICS, "model.safetensors", "spec.json"])
+    assert sorted(p.name for p in result.output.iterdir()) == sorted(
+        [CHECKPOINT, "config.json", METRICS, "model.safetensors", "spec.json"]
+    )
     trained = timm.create_model(f"local-dir:{result.output}", pretrained=True)
     assert trained.num_classes == 4 and state_hash(trained) == state_hash(result.model)
     again = redistribute.load(result.output / "spec.json", weights=result.output / "model.safetensors")
@@ -123,13 +120,17 @@ def test_progress_reports_every_step_and_epoch(run: tuple[TrainResult, list[Trai
     assert [e.metrics for e in events if e.metrics is not None] == list(result.history)
 
 
-def test_resume_continues_at_the_next_epoch(run: tuple[TrainResult, list[TrainProgress]], out: Path, data: Path, tmp_path: Path) -> None:
+def test_resume_continues_at_the_next_epoch(
+    run: tuple[TrainResult, list[TrainProgress]], out: Path, data: Path, tmp_path: Path
+) -> None:
     first, _ = run
     folder = shutil.copytree(first.output, tmp_path / "train")
     with pytest.raises(OutputError, match=r"already holds last\.pth\.tar\. Hint: use --resume"):
         train(out, data, folder, CONFIG)
     events: list[TrainProgress] = []
-    result = train(out, data, folder, dataclasses.replace(CONFIG, epochs=4), resume=folder / CHECKPOINT, progress=events.append)
+    result = train(
+        out, data, folder, dataclasses.replace(CONFIG, epochs=4), resume=folder / CHECKPOINT, progress=events.append
+    )
     assert result.start_epoch == 3 and {e.epoch for e in events} == {4}
     assert [h.epoch for h in result.history] == [1, 2, 3, 4] and result.history[:3] == first.history
     assert [int(r["epoch"]) for r in csv.DictReader((folder / METRICS).open())] == [1, 2, 3, 4]
@@ -206,7 +207,9 @@ def test_build_teacher_refuses_what_cannot_teach(tmp_path: Path) -> None:
         build_teacher("timm:test_resnet", tmp_path / "teacher.pth", num_classes=4)
     teacher = build_teacher("timm:test_resnet", tmp_path / "teacher.pth", num_classes=3)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    (tmp_path / "net.py").write_text("import timm\n\ndef make(num_classes=3):\n    return timm.create_model('test_resnet', num_classes=num_classes)\n")
+    (tmp_path / "net.py").write_text(
+        "import timm\n\ndef make(num_classes=3):\n    return timm.create_model('test_resnet', num_classes=num_classes)\n"
+    )
     with pytest.raises(UsageError, match="no published weights"):
         build_teacher(f"{tmp_path / 'net.py'}:make", num_classes=3)
     assert build_teacher(f"{tmp_path / 'net.py'}:make", tmp_path / "teacher.pth", num_classes=3).fc.out_features == 3
