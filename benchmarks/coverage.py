@@ -100,6 +100,7 @@ def run_one(name: str, scope: str) -> dict[str, Any]:
     row["ours_ok"] = bool(passed) and all(v == "ok" for v in passed.values())
     if free:
         row["all_changed"] = _all_changed(model, graph, scope, x, base_shape)
+    print(json.dumps(row), flush=True)  # ours is done: a torch-pruning timeout must not lose it
     # torch-pruning
     row.update(_torch_pruning(name, x, base_shape))
     return row
@@ -207,7 +208,16 @@ def _worker(name: str, scope: str, timeout: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        partial = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if partial:  # ours finished; torch-pruning did not
+            return {
+                **json.loads(partial[-1]),
+                "tp_ok": False,
+                "tp_error": f"timeout after {timeout:.0f} s",
+                "wall_s": timeout,
+            }
         return {"model": name, "eager": True, "ours_error": f"timeout after {timeout:.0f} s", "wall_s": timeout}
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -279,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--update", action="store_true", help="keep the other rows of the existing results; rerun --models only"
     )
+    ap.add_argument("--merge", nargs="+", type=Path, help="only merge the .json results of runs over parts of the set")
     args = ap.parse_args(argv)
     if args.one:
         try:
@@ -287,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             row = {"model": args.one, "eager": True, "ours_error": f"worker failed: {_reason(exc)}"}
         print(json.dumps(row))
+        return 0
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        order = {e["module"]: i for i, e in enumerate(_load_set(False))}
+        rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: order.get(r["module"], len(order)))
+        out = args.out or RESULTS / ("coverage.md" if args.scope == "conv" else "coverage_all.md")
+        _write(out, rows, args.scope, parts[0]["meta"])
         return 0
     import timm
     import torch
@@ -319,14 +337,21 @@ def main(argv: list[str] | None = None) -> int:
         fresh = {r["module"]: r for r in rows}
         old_rows = json.loads(out.with_suffix(".json").read_text())["rows"]
         rows = [fresh.pop(r["module"], r) for r in old_rows] + list(fresh.values())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = render(rows, args.scope, meta)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    print(text.splitlines()[-2])
+    _write(out, rows, args.scope, meta)
     return 0
+
+
+def _write(out: Path, rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = render(rows, scope, meta)
+    for path, content in (
+        (out, text),
+        (out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n"),
+    ):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(content)
+        tmp.replace(path)
+    print(text.splitlines()[-2])
 
 
 if __name__ == "__main__":
