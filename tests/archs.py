@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -237,26 +238,26 @@ class RandomNet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+_BUILDERS: dict[str, Callable[[int, Block], nn.Module]] = {
+    "conv": ConvBlock,
+    "res": lambda cin, b: ResBlock(cin, b, proj=False),
+    "res_proj": lambda cin, b: ResBlock(cin, b, proj=True),
+    "dws": DWSBlock,
+    "se": SEBlock,
+    "cat": lambda cin, b: CatBlock(cin, b, dense=False),
+    "dense": lambda cin, b: CatBlock(cin, b, dense=True),
+    "split": SplitBlock,
+    "grouped": GroupedBlock,
+    "grouped_width": GroupWidthBlock,
+    "shuffle": lambda cin, b: ShuffleBlock(cin, b, module=False),
+    "shuffle_module": lambda cin, b: ShuffleBlock(cin, b, module=True),
+}
+
+
 def _make_block(cin: int, b: Block) -> nn.Module:
-    if b.kind == "conv":
-        return ConvBlock(cin, b)
-    if b.kind in ("res", "res_proj"):
-        return ResBlock(cin, b, proj=b.kind == "res_proj")
-    if b.kind == "dws":
-        return DWSBlock(cin, b)
-    if b.kind == "se":
-        return SEBlock(cin, b)
-    if b.kind in ("cat", "dense"):
-        return CatBlock(cin, b, dense=b.kind == "dense")
-    if b.kind == "split":
-        return SplitBlock(cin, b)
-    if b.kind == "grouped":
-        return GroupedBlock(cin, b)
-    if b.kind == "grouped_width":
-        return GroupWidthBlock(cin, b)
-    if b.kind in ("shuffle", "shuffle_module"):
-        return ShuffleBlock(cin, b, module=b.kind == "shuffle_module")
-    raise ValueError(f"unknown block kind {b.kind!r}")
+    if b.kind not in _BUILDERS:
+        raise ValueError(f"unknown block kind {b.kind!r}")
+    return _BUILDERS[b.kind](cin, b)
 
 
 def _randomize(model: nn.Module, seed: int) -> nn.Module:
