@@ -351,7 +351,7 @@ def _write(out: Path, rows: list[dict[str, Any]], scope: str, meta: dict[str, An
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(content)
         tmp.replace(path)
-    print(text.splitlines()[-2])
+    print(text.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
