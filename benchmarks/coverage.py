@@ -101,6 +101,8 @@ def run_one(name: str, scope: str) -> dict[str, Any]:
     if free:
         row["all_changed"] = _all_changed(model, graph, scope, x, base_shape)
     print(json.dumps(row), flush=True)  # ours is done: a torch-pruning timeout must not lose it
+    if os.environ.get("COVERAGE_NO_TP"):
+        return {**row, "tp_ok": False, "tp_error": os.environ["COVERAGE_NO_TP"]}
     # torch-pruning
     row.update(_torch_pruning(name, x, base_shape))
     return row
@@ -268,7 +270,7 @@ def render(rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> str:
         "",
         f"**Summary:** ours {ours_n}/{len(eager)} redistributed with all five templates vs torch-pruning {tp_n}/{len(eager)} "
         f"pruned 25 % and ran; median trace+group time ratio ours/torch-pruning "
-        f"{statistics.median(ratios):.2f}x over {len(ratios)} models; "
+        f"{statistics.median(ratios) if ratios else float('nan'):.2f}x over {len(ratios)} models; "
         f"{len(rows) - len(eager)} excluded (no eager forward); all-widths-changed plans wrong or crashing: {len(wrong)}"
         + (f" ({', '.join(wrong)})" if wrong else "")
         + ".",
@@ -289,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--update", action="store_true", help="keep the other rows of the existing results; rerun --models only"
     )
-    ap.add_argument("--merge", nargs="+", type=Path, help="only merge the .json results of runs over parts of the set")
+    ap.add_argument("--no-tp", metavar="REASON", help="skip torch-pruning (e.g. it timed out before), with this note")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="only merge the .json results of partial runs (later files replace earlier rows)",
+    )
     args = ap.parse_args(argv)
     if args.one:
         try:
@@ -302,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
         order = {e["module"]: i for i, e in enumerate(_load_set(False))}
-        rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: order.get(r["module"], len(order)))
+        latest = {r["module"]: r for part in parts for r in part["rows"]}  # a later file's row replaces an earlier one
+        rows = sorted(latest.values(), key=lambda r: order.get(r["module"], len(order)))
         out = args.out or RESULTS / ("coverage.md" if args.scope == "conv" else "coverage_all.md")
         _write(out, rows, args.scope, parts[0]["meta"])
         return 0
@@ -312,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import redistribute
 
+    if args.no_tp:
+        os.environ["COVERAGE_NO_TP"] = args.no_tp  # inherited by the workers
     entries = _load_set(args.refresh)
     if args.models:
         wanted = set(args.models.split(","))
