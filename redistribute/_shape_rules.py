@@ -157,7 +157,10 @@ def meta_value(
     (timm's norm-act layers included) as shape-preserving too.
     """
     if op == "call_function":
-        fn = FUNCTION_SHAPES.get(target) if _hashable(target) else None
+        try:
+            fn = FUNCTION_SHAPES.get(target)
+        except TypeError:  # an unhashable target (a functools.partial of a list, say) has no rule
+            fn = None
     elif op == "call_method":
         fn = METHOD_SHAPES.get(str(target))
     elif op == "call_module" and module is not None:
@@ -172,11 +175,3 @@ def meta_value(
         return False, None
     value = fn(args, kwargs)
     return value is not None, value
-
-
-def _hashable(x: Any) -> bool:
-    try:
-        hash(x)
-    except TypeError:
-        return False
-    return True

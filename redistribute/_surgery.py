@@ -95,13 +95,18 @@ def channel_scores(model: nn.Module, graph: ChannelGraph, importance: str = "l1"
     return {g.id: _score(model, g.width, sources.get(g.id, []), importance) for g in graph.groups}
 
 
-def select_channels(model: nn.Module, plan: Plan, importance: str = "l1") -> dict[int, torch.Tensor]:
-    """For every group whose width changes, the old channel kept at each new position (``-1`` = new)."""
+def select_channels(
+    model: nn.Module, plan: Plan, importance: str = "l1", scores: Mapping[int, torch.Tensor] | None = None
+) -> dict[int, torch.Tensor]:
+    """For every group whose width changes, the old channel kept at each new position (``-1`` = new).
+
+    ``scores`` (from :func:`channel_scores`, same ``importance``) saves scoring again when the caller has them.
+    """
     if importance not in IMPORTANCE:
         raise UsageError(f"importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
     graph = plan.graph
     maps: dict[int, torch.Tensor] = {}
-    sources = _score_sources(graph)
+    sources = _score_sources(graph) if scores is None else {}
     order = sorted(graph.groups, key=lambda g: (g.tie is not None, g.id))
     for g in order:
         new = plan.widths[g.id]
@@ -125,7 +130,8 @@ def select_channels(model: nn.Module, plan: Plan, importance: str = "l1") -> dic
                 idx.extend(range(base, base + g.block) if base >= 0 else [-1] * g.block)
             maps[g.id] = torch.tensor(idx[:new] + [-1] * max(0, new - len(idx)), dtype=torch.long)
             continue
-        maps[g.id] = _choose(_score(model, g.width, sources.get(g.id, []), importance), new, chunks, g.block)
+        score = scores[g.id] if scores is not None else _score(model, g.width, sources.get(g.id, []), importance)
+        maps[g.id] = _choose(score, new, chunks, g.block)
     return maps
 
 

@@ -68,8 +68,8 @@ def transfer_report(model: nn.Module, plan: Plan, importance: str = "l1") -> tup
         True
     """
     graph = plan.graph
-    maps = select_channels(model, plan, importance)
     scores = channel_scores(model, graph, importance)
+    maps = select_channels(model, plan, importance, scores)  # the same scores: each group is scored once
     normalized = channel_normalized_groups(model, graph)
     rows = []
     for g in graph.groups:
