@@ -30,6 +30,7 @@ _ATOMS = (
     torch.dtype, torch.device,
 )  # fmt: skip
 _CONTAINERS = (dict, OrderedDict, list, set)
+_ATOM_TYPES = frozenset(_ATOMS)
 
 
 def _is_atom(value: Any) -> bool:
@@ -39,10 +40,13 @@ def _is_atom(value: Any) -> bool:
 
 
 def _copy_value(value: Any, memo: dict[int, Any]) -> Any:
+    kind = type(value)
+    if kind in _ATOM_TYPES:  # the common case first: one set lookup
+        return value
+    if kind in _CONTAINERS and not value:  # nn.Module's own hook dicts, mostly
+        return value.copy()
     if _is_atom(value):
         return value
-    if type(value) in _CONTAINERS and not value:
-        return value.copy()
     return copy.deepcopy(value, memo)
 
 

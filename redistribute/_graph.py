@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ._errors import TraceError, UsageError
+from ._gcpause import gc_paused
 from ._rules import MODULE_RULES
 from ._spaces import Layout, Segment
 from ._tracer import TracedModel, trace_model
@@ -169,6 +170,7 @@ def _policy_for(root: nn.Module) -> Any:
     return policy
 
 
+@gc_paused
 def trace(model: nn.Module, input_size: tuple[int, ...] | None = None) -> ChannelGraph:
     """Trace ``model`` and find its channel groups. The model is not modified.
 
@@ -216,10 +218,15 @@ def _input_size(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[i
 def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
     table = w.table
     gid: dict[int, int] = {}
+    # by id, holding the layout so its id stays unique: many uses share one layout (a concat feeds a whole block)
+    mapped: dict[int, tuple[Layout, Layout]] = {}
 
     def seg_map(layout: Layout | None) -> Layout | None:
         if layout is None:
             return None
+        done = mapped.get(id(layout))
+        if done is not None:
+            return done[1]
         out = []
         for s in table.resolve(layout):
             if s.space is None:
@@ -229,7 +236,9 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
                 if root not in gid:
                     gid[root] = len(gid)
                 out.append(Segment(gid[root], s.width, s.repeat))
-        return tuple(out)
+        result = tuple(out)
+        mapped[id(layout)] = (layout, result)
+        return result
 
     if w.input_layout is not None:
         seg_map(w.input_layout)

@@ -36,26 +36,56 @@ def register_handler(*types: type) -> Callable[[Handler], Handler]:
     return deco
 
 
+_PREPARED: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _prepare(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(kept, new)`` for an index map: old channel per position (``-1`` read as 0) and the positions that are new.
+
+    Surgery applies one map to every tensor of a group (a conv's weight and bias, its norm's four tensors, the
+    next layer's input), so the two are computed once per map object and remembered by identity.
+    """
+    hit = _PREPARED.get(id(idx))
+    if hit is not None and hit[0] is idx:
+        return hit[1], hit[2]
+    if len(_PREPARED) > 4096:  # bounded: the entries hold the map objects, keeping their ids unique
+        _PREPARED.clear()
+    kept, new = idx.clamp(min=0), (idx < 0).nonzero().flatten()
+    _PREPARED[id(idx)] = (idx, kept, new)
+    return kept, new
+
+
 def take(t: torch.Tensor, dim: int, idx: torch.Tensor, fill: str | float) -> torch.Tensor:
-    """Gather ``t`` along ``dim`` by ``idx``; entries ``-1`` get ``fill`` (a number, ``"kaiming"`` or ``"mean"``)."""
-    safe = idx.clamp(min=0).to(t.device)
-    out = t.index_select(dim, safe)  # a new tensor: never a view of t
-    new = (idx < 0).nonzero().flatten().to(t.device)
-    if new.numel():
-        view = out.index_select(dim, new)
-        if fill == "kaiming":
-            fresh = torch.empty_like(view)
-            if fresh.ndim >= 2:
-                nn.init.kaiming_uniform_(fresh.transpose(0, dim) if dim else fresh, a=math.sqrt(5))
-            else:
-                nn.init.uniform_(fresh, -0.01, 0.01)
-            view = fresh
-        elif fill == "mean":
-            kept = t.mean(dim=dim, keepdim=True) if t.numel() else torch.zeros_like(view)
-            view = kept.expand_as(view).clone()
+    """Gather ``t`` along ``dim`` by ``idx``; entries ``-1`` get ``fill`` (a number, ``"kaiming"`` or ``"mean"``).
+
+    Example:
+        >>> take(torch.tensor([1.0, 2.0, 3.0]), 0, torch.tensor([2, -1, 0]), 0.0)
+        tensor([3., 0., 1.])
+    """
+    kept, new = _prepare(idx)
+    if kept.device != t.device:
+        kept, new = kept.to(t.device), new.to(t.device)
+    out = t.index_select(dim, kept)  # a new tensor: never a view of t
+    if not new.numel():
+        return out
+    if fill == "kaiming":
+        shape = list(out.shape)
+        shape[dim] = new.numel()
+        fresh = torch.empty(shape, dtype=out.dtype, device=out.device)
+        if fresh.ndim >= 2:
+            nn.init.kaiming_uniform_(fresh.transpose(0, dim) if dim else fresh, a=math.sqrt(5))
         else:
-            view = torch.full_like(view, float(fill))
-        out.index_copy_(dim, new, view)
+            nn.init.uniform_(fresh, -0.01, 0.01)
+        out.index_copy_(dim, new, fresh)
+    elif fill == "mean":
+        if t.numel():
+            shape = list(out.shape)
+            shape[dim] = new.numel()
+            out.index_copy_(dim, new, t.mean(dim=dim, keepdim=True).expand(shape).to(out.dtype))
+        else:
+            out.index_fill_(dim, new, 0.0)
+    else:
+        out.index_fill_(dim, new, float(fill))
     return out
 
 
@@ -144,7 +174,7 @@ def _norm(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: tor
     if out_idx is None:
         return
     size = None
-    for name, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+    for name, t in [*m._parameters.items(), *m._buffers.items()]:
         if t is None or t.ndim != 1:
             continue
         if size is None:

@@ -16,6 +16,7 @@ from torch import nn
 from ._cost import METRICS, CostModel, CostReport
 from ._distribute import Distribution, apply_ties, distribution, widths_at
 from ._errors import InfeasibleTargetError, UsageError
+from ._gcpause import gc_paused
 from ._graph import ChannelGraph, check_traceable, trace
 from ._match import match_k
 from ._templates import Template, get_template
@@ -132,6 +133,7 @@ def check_options(
     return get_template(template) if template is not None else None
 
 
+@gc_paused
 def plan(
     model: nn.Module | ChannelGraph,
     template: str | Template | Callable[[float], float] = "d",

@@ -10,6 +10,7 @@ arguments, mismatched channels), is evaluated for real on meta tensors.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -129,13 +130,71 @@ def _attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _empty((*q.shape[:-1], v.shape[-1]), q.dtype)
 
 
+def _reduce(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.mean(dim, keepdim)`` and friends over explicit dims (SE gates, global pooling)."""
+    x = args[0]
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+    if not isinstance(x, torch.Tensor) or len(args) > 3 or set(kwargs) - {"dim", "keepdim"} or x.ndim == 0:
+        return None
+    dims = (dim,) if isinstance(dim, int) else dim
+    if not isinstance(dims, (tuple, list)) or not dims or not all(isinstance(d, int) for d in dims):
+        return None  # a full reduction or dims from proxies: the real op decides
+    if not all(-x.ndim <= d < x.ndim for d in dims) or not isinstance(keepdim, bool):
+        return None
+    axes = {d % x.ndim for d in dims}
+    shape = [1 if i in axes else s for i, s in enumerate(x.shape) if keepdim or i not in axes]
+    return _empty(shape, x.dtype)
+
+
+def _flatten(args: tuple[Any, ...], kwargs: dict[str, Any], start: int = 0, end: int = -1) -> Any:
+    x = args[0]
+    start = kwargs.get("start_dim", args[1] if len(args) > 1 else start)
+    end = kwargs.get("end_dim", args[2] if len(args) > 2 else end)
+    if not isinstance(x, torch.Tensor) or not isinstance(start, int) or not isinstance(end, int) or x.ndim == 0:
+        return None
+    if len(args) > 3 or set(kwargs) - {"start_dim", "end_dim"}:
+        return None
+    s, e = start % x.ndim, end % x.ndim
+    if s > e:
+        return None
+    return _empty((*x.shape[:s], math.prod(x.shape[s : e + 1]), *x.shape[e + 1 :]), x.dtype)
+
+
+def _flatten_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    assert isinstance(module, nn.Flatten)
+    if len(args) != 1 or kwargs:
+        return None
+    return _flatten(args, {"start_dim": module.start_dim, "end_dim": module.end_dim})
+
+
+def _adaptive_pool_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``nn.AdaptiveAvgPool2d`` / ``nn.AdaptiveMaxPool2d`` (without indices): the output size replaces H, W."""
+    x = args[0]
+    size: Any = getattr(module, "output_size", None)
+    if len(args) != 1 or kwargs or not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+        return None
+    if getattr(module, "return_indices", False):
+        return None
+    if size is None:
+        return None
+    out = (size, size) if isinstance(size, int) else tuple(size)
+    if len(out) != 2:
+        return None
+    out = tuple(x.shape[-2 + i] if s is None else s for i, s in enumerate(out))
+    return _empty((*x.shape[:-2], *out), x.dtype)
+
+
 FUNCTION_SHAPES: dict[Any, ShapeFn] = {f: _like_first for f in _SAME_SHAPE_FUNCTIONS}
+FUNCTION_SHAPES.update({torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.flatten: _flatten})
 FUNCTION_SHAPES[F.scaled_dot_product_attention] = _attention
 FUNCTION_SHAPES[torch.cat] = _cat
 for _op in (operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul):
     FUNCTION_SHAPES[_op] = _broadcast
 METHOD_SHAPES: dict[str, ShapeFn] = {n: _like_first for n in ("sigmoid", "relu", "tanh", "contiguous")}
 METHOD_SHAPES.update({n: _broadcast for n in ("add", "sub", "mul", "div")})
+METHOD_SHAPES.update({n: _reduce for n in ("mean", "sum", "amax", "amin")})
+METHOD_SHAPES["flatten"] = _flatten
 
 _SAME_SHAPE_MODULES: tuple[type, ...] = (
     nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
@@ -145,6 +204,7 @@ _SAME_SHAPE_MODULES: tuple[type, ...] = (
 MODULE_SHAPES: dict[type, ShapeFn] = {t: _like_first for t in _SAME_SHAPE_MODULES}
 EXACT_MODULE_SHAPES: dict[type, Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]] = {
     nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Conv3d: _conv_module, nn.Linear: _linear_module,
+    nn.Flatten: _flatten_module, nn.AdaptiveAvgPool2d: _adaptive_pool_module, nn.AdaptiveMaxPool2d: _adaptive_pool_module,
 }  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from ._checkpoint import assign_state_dict, check_state_dict, read_state_dict
 from ._clone import copy_sharing_tensors, unshare
 from ._errors import ConstraintError, UsageError
+from ._gcpause import gc_paused
 from ._graph import ChannelGraph
 from ._handlers import HANDLERS, resize_norm_like, take
 from ._plan import Plan
@@ -230,6 +231,7 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
     return model
 
 
+@gc_paused
 def apply(
     model: nn.Module,
     plan: Plan,

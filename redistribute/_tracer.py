@@ -79,6 +79,10 @@ class _Tracer(fx.Tracer):
         # float()/int() from their meta values, so math functions on shapes just work.
         super().__init__(autowrap_modules=(), autowrap_functions=fns, param_shapes_constant=True)
         self._model = model
+        # fx patches nn.Module.__getattr__ while tracing, so get_submodule's getattr walk is slow: look up once
+        self._modules_by_name = dict(model.named_modules(remove_duplicate=False))
+        self._param_names = {id(p): n for n, p in reversed(list(model.named_parameters()))}
+        self._buffer_names = {id(b): n for n, b in reversed(list(model.named_buffers()))}
         self._leaf_types = leaf_types
         self._notrace, _ = _timm_notrace()
         self.forced_leaves: dict[str, str] = {}
@@ -90,9 +94,26 @@ class _Tracer(fx.Tracer):
         self._placeholders = 0
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
-        if self._evaluating:
+        """fx's ``getattr`` with the tensor's qualified name looked up in a dict, not found by a linear scan.
+
+        fx walks ``root.named_parameters()`` on every access of a parameter inside a forward (layer scale,
+        position embeddings, class tokens): quadratic in the model size.
+        """
+        if self._evaluating or not isinstance(attr_val, torch.Tensor):
             return attr_val
-        return super().getattr(attr, attr_val, parameter_proxy_cache)
+        name = self._param_names.get(id(attr_val)) if isinstance(attr_val, nn.Parameter) else None
+        if name is None and self.proxy_buffer_attributes:
+            name = self._buffer_names.get(id(attr_val))
+        if name is None:
+            return attr_val
+        if name not in parameter_proxy_cache:
+            factory = (
+                (lambda node: fx.proxy.ParameterProxy(self, node, name, attr_val))  # type: ignore[arg-type]
+                if self.param_shapes_constant
+                else None
+            )
+            parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {}, proxy_factory_fn=factory)
+        return parameter_proxy_cache[name]
 
     # -- leaves ---------------------------------------------------------------------------------------------
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
@@ -180,7 +201,7 @@ class _Tracer(fx.Tracer):
             if self._placeholders == 1 and self.meta_input is not None:
                 return self.meta_input
             return args[0] if args else None
-        module = self._model.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = self._modules_by_name[str(node.target)] if node.op == "call_module" else None
         known, value = meta_value(node.op, node.target, module, args, kwargs)  # type: ignore[arg-type]
         if known:
             return value
