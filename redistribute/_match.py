@@ -2,7 +2,7 @@
 
 The cost of a template's widths is a non-decreasing step function of ``k``. Bisection brings ``k`` to the step
 nearest the target; a greedy pass then moves single groups by one rounding step while that brings the cost
-closer, until it is within tolerance. Every evaluation is analytic (see :mod:`redistribute._cost`).
+closer (or two groups at once when no single move does), until it is within tolerance. Every evaluation is analytic (see :mod:`redistribute._cost`).
 """
 
 from __future__ import annotations
@@ -150,16 +150,32 @@ def _best_pair(
     cost_fn: CostFn,
     delta_fn: DeltaFn | None,
 ) -> dict[int, int] | None:
-    """Best move of one group up and another down by one step, when no single move helps."""
+    """The best move of one or two groups by up to two steps each, when no single one-step move helps.
+
+    Moves are ranked by the sum of their single-group deltas (exact for groups that share no layer); the best few
+    are checked with the exact cost. On big graphs (over 64 free groups) only one-step moves are paired.
+    """
     if delta_fn is None:
         return None
-    up = {g: delta_fn(widths, g, widths[g] + steps[g]) for g in free}
-    down = {g: delta_fn(widths, g, widths[g] - steps[g]) for g in free if widths[g] - steps[g] >= steps[g]}
-    ranked = sorted(((abs(cost + du + dd - target), a, b) for a, du in up.items() for b, dd in down.items() if a != b))
-    for _, a, b in ranked[:16]:
+    reach = (1, 2) if len(free) <= 64 else (1,)
+    moves: list[tuple[int, int, float]] = [(-1, 0, 0.0)]  # a no-op partner: a lone two-step move
+    for g in free:
+        for n in reach:
+            for sign in (n, -n):
+                new = widths[g] + sign * steps[g]
+                if new >= steps[g]:
+                    moves.append((g, sign, delta_fn(widths, g, new)))
+    ranked = sorted(
+        (abs(cost + da + db - target), i, j)
+        for i, (a, _, da) in enumerate(moves)
+        for j, (b, _, db) in enumerate(moves[i + 1 :], i + 1)
+        if a != b
+    )
+    for _, i, j in ranked[:32]:
         trial = dict(widths)
-        trial[a] += steps[a]
-        trial[b] -= steps[b]
+        for g, sign, _ in (moves[i], moves[j]):
+            if g >= 0:
+                trial[g] += sign * steps[g]
         if _rel(cost_fn(trial), target) < _rel(cost, target):
             return trial
     return None

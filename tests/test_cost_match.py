@@ -350,14 +350,8 @@ def test_callable_template(resnet50_graph: ChannelGraph) -> None:
     assert end > 2 * start and _rel(p) <= 0.005
 
 
-# -- known weakness of the fix-up -----------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    raises=InfeasibleTargetError,
-    reason="bug: match_k's greedy fix-up only makes the single-group move that lands closest, so it can overshoot "
-    "and stop in a local optimum, then raises InfeasibleTargetError ('the closest is ...') although widths within "
-    "tolerance exist two moves away (and its hint suggests --divisor 1 even when divisor is already 1)",
-)
+# -- the fix-up reaches targets two moves away -------------------------------------------------------------------
+# (both cases used to end in a local optimum of single one-step moves and raise InfeasibleTargetError)
 @pytest.mark.parametrize(
     "case",
     ["test_resnet-e-div8", "plain-a-div1"],
