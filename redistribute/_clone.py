@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import types
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -39,7 +39,23 @@ def _is_atom(value: Any) -> bool:
     return type(value) in (tuple, torch.Size) and all(_is_atom(v) for v in value)
 
 
-def _copy_value(value: Any, memo: dict[int, Any]) -> Any:
+TensorFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _seed_tensors(value: Any, memo: dict[int, Any], tensor_fn: TensorFn, depth: int = 0) -> None:
+    """Tell ``deepcopy`` what each loose tensor in ``value`` becomes (caches such as LeViT's attention biases).
+
+    A tensor computed by a forward with autograd on cannot be deep-copied at all; these get ``tensor_fn``.
+    """
+    if isinstance(value, torch.Tensor):
+        if id(value) not in memo:
+            memo[id(value)] = tensor_fn(value)
+    elif depth < 4 and isinstance(value, (dict, list, tuple)):
+        for v in value.values() if isinstance(value, dict) else value:
+            _seed_tensors(v, memo, tensor_fn, depth + 1)
+
+
+def _copy_value(value: Any, memo: dict[int, Any], tensor_fn: TensorFn) -> Any:
     kind = type(value)
     if kind in _ATOM_TYPES:  # the common case first: one set lookup
         return value
@@ -47,10 +63,11 @@ def _copy_value(value: Any, memo: dict[int, Any]) -> Any:
         return value.copy()
     if _is_atom(value):
         return value
+    _seed_tensors(value, memo, tensor_fn)
     return copy.deepcopy(value, memo)
 
 
-def _copy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
+def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn) -> nn.Module:
     if id(m) in memo:  # a module registered twice stays one module
         return memo[id(m)]  # type: ignore[no-any-return]
     new = m.__class__.__new__(m.__class__)
@@ -58,11 +75,11 @@ def _copy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
     state: dict[str, Any] = {}
     for key, value in m.__dict__.items():
         if key == "_modules":
-            state[key] = {n: None if c is None else _copy_module(c, memo) for n, c in value.items()}
+            state[key] = {n: None if c is None else _copy_module(c, memo, tensor_fn) for n, c in value.items()}
         elif key in ("_parameters", "_buffers"):
             state[key] = {n: None if t is None else memo[id(t)] for n, t in value.items()}
         else:
-            state[key] = _copy_value(value, memo)
+            state[key] = _copy_value(value, memo, tensor_fn)
     new.__dict__.update(state)
     return new
 
@@ -84,12 +101,20 @@ def meta_copy(model: nn.Module) -> nn.Module:
         if id(t) not in memo:
             meta = torch.empty_like(t, device="meta")
             memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
-    return _copy_module(model, memo)
+    return _copy_module(model, memo, _to_meta)
+
+
+def _to_meta(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty(t.shape, dtype=t.dtype, device="meta")
+
+
+def _detached_clone(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone()
 
 
 def copy_sharing_tensors(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose parameters and buffers are still ``model``'s own (see :func:`unshare`)."""
-    return _copy_module(model, {id(t): t for t in _tensors(model)})
+    return _copy_module(model, {id(t): t for t in _tensors(model)}, _detached_clone)
 
 
 def unshare(new: nn.Module, *owners: nn.Module | Iterable[torch.Tensor]) -> nn.Module:

@@ -325,3 +325,32 @@ def test_nfnet_scaled_std_conv_gain_is_resized() -> None:
     with torch.no_grad():
         assert new(torch.randn(1, *SIZE)).shape == (1, 1000)
     assert sum(t.numel() for t in new.parameters()) == p.cost.params  # gain counted and resized
+
+
+class _CachingNet(nn.Module):
+    """Caches a tensor computed from a parameter on eval forwards, like LeViT's and EfficientFormer's biases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+        self.scale = nn.Parameter(torch.ones(4))
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            self.cache.setdefault(str(x.device), self.scale * 2)  # a non-leaf tensor when autograd is on
+        return self.head(self.conv(x).mean((2, 3))) * self.scale
+
+
+def test_trace_and_apply_copy_cached_non_leaf_tensors() -> None:
+    """A forward with autograd on leaves non-leaf tensors in caches; deepcopy refuses those, we must not."""
+    m = _CachingNet().eval()
+    x = torch.randn(1, 3, 8, 8)
+    m(x)
+    assert m.cache["cpu"].grad_fn is not None
+    p = redistribute.plan(m, "base", input_size=(3, 8, 8), match="none", k=0.5, divisor=1)
+    new = redistribute.apply(m, p)
+    assert new.conv.out_channels != 8
+    assert new(x).shape == (1, 4)
+    assert new.cache["cpu"].data_ptr() != m.cache["cpu"].data_ptr()
