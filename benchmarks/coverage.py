@@ -7,7 +7,9 @@ configuration (``pretrained=False``, eval mode, batch 1 at ``pretrained_cfg["inp
 * **eager**: the base model runs forward (models that do not are excluded from the denominator);
 * **ours**: ``redistribute.trace`` (seconds timed), free/fixed groups, then for each template ``a``-``e`` a plan at
   equal FLOPs (tolerance 0.5 %), surgery, a forward pass with the base output shape; a model counts as
-  *redistributed* when all five pass. A model with no free group counts as a miss, with the reason printed.
+  *redistributed* when all five pass. Under ``--scope conv``, a model with no free conv-produced group but free
+  Linear-produced ones (an isotropic transformer) is run under ``--scope all`` instead, and its row says why;
+  the summary counts those separately. A model with no free group at all counts as a miss, with the reason.
 * **all widths changed**: every free group set to another width (``k = 0.75`` without matching): the model must
   run forward with the base output shape, or be refused *before* surgery with a redistribute error (never a wrong
   model and never a crash inside surgery).
@@ -81,6 +83,13 @@ def run_one(name: str, scope: str) -> dict[str, Any]:
     except Exception as exc:
         row["ours_error"] = _reason(exc)
         free = []
+    if not free and scope == "conv" and "ours_error" not in row and graph.free_groups("all"):
+        # an isotropic transformer has no conv-produced width to move: say so, and redistribute its Linear widths
+        row["scope_fallback"] = "no free group under --scope conv: " + _fixed_summary(graph)
+        scope = "all"
+        free = graph.free_groups(scope)
+        row["free"] = len(free)
+    row["scope"] = scope
     passed: dict[str, str] = {}
     if free:
         for t in TEMPLATES:
@@ -253,6 +262,8 @@ def render(rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> str:
         templates = r.get("templates", {})
         bad = {t: v for t, v in templates.items() if v != "ok"}
         note = r.get("ours_error") or "; ".join(f"{t}: {v}" for t, v in list(bad.items())[:1])
+        if r.get("scope_fallback"):
+            note = f"under --scope all ({r['scope_fallback']})" + (f"; {note}" if note else "")
         if r.get("tp_error"):
             note += f" · tp: {r['tp_error']}"
         ours = "5/5" if r.get("ours_ok") else f"{sum(v == 'ok' for v in templates.values())}/5"
@@ -263,12 +274,15 @@ def render(rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> str:
         )
     eager = [r for r in rows if r.get("eager", True)]
     ours_n = sum(1 for r in eager if r.get("ours_ok"))
+    fallback_n = sum(1 for r in eager if r.get("ours_ok") and r.get("scope_fallback"))
     tp_n = sum(1 for r in eager if r.get("tp_ok"))
     ratios = [r["ours_s"] / r["tp_s"] for r in eager if "ours_s" in r and r.get("tp_s")]
     wrong = [r["model"] for r in eager if str(r.get("all_changed", "")).startswith(("WRONG", "CRASH"))]
     lines += [
         "",
-        f"**Summary:** ours {ours_n}/{len(eager)} redistributed with all five templates vs torch-pruning {tp_n}/{len(eager)} "
+        f"**Summary:** ours {ours_n}/{len(eager)} redistributed with all five templates"
+        + (f" ({fallback_n} of them under --scope all: no free group under --scope conv)" if fallback_n else "")
+        + f" vs torch-pruning {tp_n}/{len(eager)} "
         f"pruned 25 % and ran; median trace+group time ratio ours/torch-pruning "
         f"{statistics.median(ratios) if ratios else float('nan'):.2f}x over {len(ratios)} models; "
         f"{len(rows) - len(eager)} excluded (no eager forward); all-widths-changed plans wrong or crashing: {len(wrong)}"
