@@ -54,32 +54,37 @@ def read_state_dict(path: str | os.PathLike[str], use_ema: bool = True) -> dict[
     return dict(state)
 
 
-def check_state_dict(model: nn.Module, state: StateDict, source: str = "checkpoint") -> None:
+def _storage_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...]] | int:
+    """Where a tensor's data lives: tied tensors (one tensor under two keys) have equal keys."""
+    if t.numel() == 0:
+        return id(t)  # empty tensors share no data to speak of: each is its own
+    return (t.untyped_storage().data_ptr(), int(t.storage_offset()), tuple(t.shape), tuple(t.stride()))
+
+
+def check_state_dict(
+    model: nn.Module, state: StateDict, source: str = "checkpoint", hint: str = "does it belong to this model?"
+) -> None:
     """Raise :class:`CheckpointError` naming the first key of ``state`` that does not fit ``model`` (strict).
 
     Keys are compared in the model's order: a key the checkpoint lacks, then a shape mismatch, then a key the
-    model lacks. Tied tensors (one tensor under two keys) may be stored once.
+    model lacks. Tied tensors (one tensor under two keys, stored once by safetensors) may appear once.
     """
-    own = model.state_dict()
-    tied: dict[int, list[str]] = {}
-    for key, value in own.items():
-        tied.setdefault(id(value), []).append(key)
+    own = model.state_dict(keep_vars=True)
+    present = {_storage_key(own[k]) for k in state if k in own}
     for key, value in own.items():
         if key not in state:
-            if any(k in state for k in tied[id(value)]):
+            if _storage_key(value) in present:
                 continue
-            raise CheckpointError(
-                f"{source} lacks {key!r} of {type(model).__name__}. Hint: does it belong to this model?"
-            )
+            raise CheckpointError(f"{source} lacks {key!r} of {type(model).__name__}. Hint: {hint}")
         if tuple(state[key].shape) != tuple(value.shape):
             raise CheckpointError(
                 f"{source}: {key!r} has shape {tuple(state[key].shape)}, the model expects {tuple(value.shape)}. "
-                "Hint: load it into the model it was saved from"
+                f"Hint: {hint}"
             )
     for key in state:
         if key not in own:
             raise CheckpointError(
-                f"{source} has key {key!r} that {type(model).__name__} lacks. Hint: does it belong to this model?"
+                f"{source} has key {key!r} that the model ({type(model).__name__}) lacks. Hint: {hint}"
             )
 
 

@@ -171,13 +171,13 @@ def _policy_for(root: nn.Module) -> Any:
 
 
 @gc_paused
-def trace(model: nn.Module, input_size: tuple[int, ...] | None = None) -> ChannelGraph:
+def trace(model: nn.Module, input_size: tuple[int, ...] | str | None = None) -> ChannelGraph:
     """Trace ``model`` and find its channel groups. The model is not modified.
 
     Args:
         model: Any ``nn.Module`` whose forward takes one image-like tensor.
-        input_size: Input size without batch, e.g. ``(3, 224, 224)``. Defaults to the timm ``pretrained_cfg``
-            input size when the model has one.
+        input_size: Input size without batch, e.g. ``(3, 224, 224)`` or ``"3,224,224"``. Defaults to the timm
+            ``pretrained_cfg`` input size when the model has one.
 
     Returns:
         The :class:`ChannelGraph`.
@@ -192,6 +192,11 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Channe
         >>> sum(1 for grp in g.groups if grp.fixed is None) > 0
         True
     """
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"model {model!r} is not an nn.Module. Hint: build it first, e.g. timm.create_model('resnet50'), "
+            "or use redistribute.load_model('timm:resnet50')"
+        )
     input_size = _input_size(model, input_size)
     leaf_types = frozenset(MODULE_RULES)
     traced = trace_model(model, (1, *tuple(input_size)), leaf_types)
@@ -200,9 +205,15 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Channe
     return _finalize(model, traced, walker)
 
 
-def _input_size(model: nn.Module, input_size: tuple[int, ...] | None) -> tuple[int, ...]:
+def _input_size(model: nn.Module, input_size: tuple[int, ...] | str | None) -> tuple[int, ...]:
     if input_size is not None:
-        size = tuple(int(s) for s in input_size)
+        try:
+            parts = input_size.replace("x", ",").split(",") if isinstance(input_size, str) else input_size
+            size = tuple(int(s) for s in parts)
+            if any(isinstance(s, float) and s != int(s) for s in parts):
+                size = ()  # 32.5 is no size
+        except (TypeError, ValueError):
+            size = ()
         if not size or any(s <= 0 for s in size):
             raise UsageError(
                 f"input size {input_size} is invalid. Hint: give channels and spatial size, e.g. 3,224,224"

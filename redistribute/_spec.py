@@ -253,13 +253,16 @@ def load(
     spec: str | os.PathLike[str] | dict[str, Any],
     model: nn.Module | None = None,
     weights: str | os.PathLike[str] | None = None,
+    inplace: bool = False,
 ) -> nn.Module:
     """Rebuild the redistributed model described by ``spec``.
 
     Args:
         spec: A spec dict, a ``spec.json`` path, or the ``--out`` folder holding it.
-        model: The base model; by default it is built from the spec's ``source``.
+        model: The base model; by default it is built from the spec's ``source``. It is not modified unless
+            ``inplace`` is set.
         weights: A ``.safetensors`` state dict of the redistributed model to load (strictly).
+        inplace: Resize the given ``model`` itself (saves a copy) instead of a copy of it.
 
     Raises:
         SpecError: Unreadable spec, another format version.
@@ -275,9 +278,11 @@ def load(
         if not source:
             raise SpecError("spec has no 'source'; pass the base model: redistribute.load(spec, model=...)")
         model = load_model(str(source), **dict(data.get("model_kwargs") or {}))
-    from ._surgery import apply_
+        inplace = True  # our own model: no copy needed
+    from ._surgery import apply, apply_
 
-    built = apply_(model, spec_to_plan(data, model))
+    plan = spec_to_plan(data, model)
+    built = apply_(model, plan) if inplace else apply(model, plan)
     if weights is not None:
         from ._weights import load_weights_into
 

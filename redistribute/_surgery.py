@@ -193,8 +193,27 @@ def channel_normalized_groups(model: nn.Module, graph: ChannelGraph) -> dict[int
     return found
 
 
+def _check_fits(model: nn.Module, plan: Plan) -> None:
+    """Refuse a plan traced from another model: every layer it resizes must exist with its traced width."""
+    modules = dict(model.named_modules())
+    source = plan.graph.model_class or "another model"
+    for u in plan.graph.uses:
+        if u.kind not in ("conv", "linear"):
+            continue
+        m = modules.get(u.module)
+        width = getattr(m, "out_channels", getattr(m, "out_features", None))
+        base = sum(s.size for s in u.out_layout or ())
+        if m is None or (isinstance(width, int) and u.out_layout is not None and width != base):
+            found = "is missing" if m is None else f"has {width} output channels, not {base}"
+            raise UsageError(
+                f"the plan was traced from {source}, and layer '{u.module}' of this {type(model).__name__} {found}. "
+                "Hint: apply a plan to the model it was made for"
+            )
+
+
 def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
     """Resize ``model`` *in place* to ``plan``'s widths and return it. See :func:`apply`."""
+    _check_fits(model, plan)
     maps = select_channels(model, plan, importance)
     grown = [gid for gid, idx in maps.items() if bool((idx < 0).any())]
     if grown:

@@ -41,6 +41,22 @@ def _timm_notrace() -> tuple[set[type], list[Any]]:
     return set(get_notrace_modules()), list(get_notrace_functions())
 
 
+def _data_dependent(node: fx.Node, what: str) -> TraceError:
+    return TraceError(
+        f"the forward needs {what} of a tensor at node '{node.name}' (data-dependent control flow), which "
+        "tracing on the meta device cannot know. Hint: make it depend on shapes only, or move it into a submodule, "
+        "which is then kept as a black box"
+    )
+
+
+def _concrete(node: fx.Node, what: str) -> Any:
+    """The node's meta value as a Python value; a tensor's values are unknown on the meta device."""
+    value = node.meta.get("val")
+    if isinstance(value, torch.Tensor) and what != "len":
+        raise _data_dependent(node, what)
+    return value
+
+
 class _MetaProxy(fx.Proxy):
     """A proxy that answers Python's questions (len, index, bool, iter) from its concrete meta value."""
 
@@ -48,16 +64,16 @@ class _MetaProxy(fx.Proxy):
         return self.node.meta.get("val")
 
     def __len__(self) -> int:
-        return len(self._value())
+        return len(_concrete(self.node, "len"))
 
     def __index__(self) -> int:
-        return int(self._value())
+        return int(_concrete(self.node, "an int"))
 
     def __int__(self) -> int:
-        return int(self._value())
+        return int(_concrete(self.node, "an int"))
 
     def __float__(self) -> float:
-        return float(self._value())
+        return float(_concrete(self.node, "a float"))
 
     def __iter__(self) -> Iterator[fx.Proxy]:
         return (self[i] for i in range(len(self._value())))
@@ -224,7 +240,7 @@ class _Tracer(fx.Tracer):
         return None
 
     def to_bool(self, obj: fx.Proxy) -> bool:
-        return bool(obj.node.meta.get("val"))
+        return bool(_concrete(obj.node, "the truth value"))
 
     def iter(self, obj: fx.Proxy) -> Iterator[Any]:
         return (obj[i] for i in range(len(obj.node.meta.get("val"))))

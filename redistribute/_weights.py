@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._checkpoint import check_state_dict
 from ._errors import CheckpointError
 from ._io import atomic_path
 
@@ -31,13 +32,6 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         write_weights(model, tmp)
 
 
-def _storage_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...]] | None:
-    """Where a tensor's data lives: equal keys are the same (tied) tensor; ``None`` for empty tensors."""
-    if t.numel() == 0:
-        return None
-    return (t.untyped_storage().data_ptr(), int(t.storage_offset()), tuple(t.shape), tuple(t.stride()))
-
-
 def load_weights_into(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load a safetensors state dict into ``model`` strictly; errors name the first mismatched key."""
     from safetensors import SafetensorError
@@ -48,19 +42,6 @@ def load_weights_into(model: nn.Module, path: str | os.PathLike[str]) -> None:
         state = load_file(str(p))
     except (OSError, SafetensorError, ValueError) as exc:
         raise CheckpointError(f"cannot read weights {str(p)!r}: {exc}".splitlines()[0]) from exc
-    own = model.state_dict()
-    for key, value in state.items():
-        if key not in own:
-            raise CheckpointError(
-                f"weights {str(p)!r} have key {key!r} that the model lacks. Hint: use the spec saved with them"
-            )
-        if tuple(own[key].shape) != tuple(value.shape):
-            raise CheckpointError(
-                f"weights {str(p)!r}: {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
-            )
-    present = {_storage_key(own[k]) for k in state} - {None}
-    missing = [k for k in own if k not in state and _storage_key(own[k]) not in present]  # tied tensors are stored once
-    if missing:
-        raise CheckpointError(f"weights {str(p)!r} lack {missing[0]!r}. Hint: use the weights saved with the spec")
+    check_state_dict(model, state, f"weights {str(p)!r}", hint="use the weights saved with the spec")
     with torch.no_grad():
-        model.load_state_dict(state, strict=False)
+        model.load_state_dict(state, strict=False)  # copies into the tensors: tied ones stay tied

@@ -200,12 +200,6 @@ def test_cli_validates_options_before_building_the_model(nets: Path, tmp_path: P
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (_tracer): data-dependent control flow ('if x.sum() > 0') is reported as 'cannot trace "
-    "ControlFlowNet: RuntimeError: Tensor.item() cannot be called on meta tensors. Hint: pass a model whose forward "
-    "takes one tensor': it names neither the node ('gt') nor the reason, and the hint is wrong",
-)
 def test_cli_untraceable_control_flow_names_the_node(nets: Path) -> None:
     line = _one_error_line(_cli(nets, "NETS/nets.py:control_flow", "--input-size", "3,16,16"), 1, "cannot")
     assert "'gt'" in line and "forward takes one tensor" not in line
@@ -528,7 +522,7 @@ def test_checkpoint_with_a_key_the_model_lacks(saved: tuple[dict, Path]) -> None
     save_file(state, str(path))
     _raises(
         CheckpointError,
-        "key 'extra.weight' that the model lacks",
+        "key 'extra.weight' that the model (PlainNet) lacks",
         redistribute.load,
         spec,
         model=make_net("plain"),
@@ -543,7 +537,7 @@ def test_checkpoint_lacking_a_key(saved: tuple[dict, Path]) -> None:
     state = load_file(str(path))
     del state["fc.bias"]
     save_file(state, str(path))
-    _raises(CheckpointError, "lack 'fc.bias'", redistribute.load, spec, model=make_net("plain"), weights=path)
+    _raises(CheckpointError, "lacks 'fc.bias'", redistribute.load, spec, model=make_net("plain"), weights=path)
 
 
 def test_checkpoint_of_a_model_with_tied_weights_loads(tmp_path: Path) -> None:
@@ -574,25 +568,18 @@ def test_multiline_errors_reach_the_user_as_one_line(nets: Path) -> None:
 
 
 # -- known bugs outside this issue's modules (minimal repros) --------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (_surgery.apply): a plan made for another model is not refused; apply(ResidualNet, plan of PlainNet) "
-    "fails deep in a handler with a bare IndexError (or, when names and shapes happen to fit, returns a broken "
-    "model); apply should compare the plan's graph (model_class, layer shapes) with the model first",
-)
 def test_apply_refuses_a_plan_for_another_model() -> None:
     plan = redistribute.plan(make_net("plain"), "a", divisor=1, tolerance=0.05, input_size=INPUT)
     with pytest.raises(RedistributeError, match="PlainNet"):
         redistribute.apply(make_net("residual"), plan)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (_graph.trace): input sizes and models are not validated at the boundary: trace(m, '3,32,32') "
-    "raises a bare ValueError, trace(m, (3, 32.5, 32)) silently truncates to 32, trace('resnet50') raises "
-    "AttributeError; each should be a UsageError naming the argument",
-)
-@pytest.mark.parametrize(("model", "size"), [("plain", "3,32,32"), ("plain", (3, 32.5, 32)), ("resnet50", INPUT)])
+def test_trace_reads_an_input_size_string_as_the_cli_does() -> None:
+    assert redistribute.trace(make_net("plain"), "3,32,32").input_shape == (1, 3, 32, 32)
+    assert redistribute.trace(make_net("plain"), "3x32x32").input_shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize(("model", "size"), [("plain", "3,a,32"), ("plain", (3, 32.5, 32)), ("resnet50", INPUT)])
 def test_trace_validates_its_arguments(model: str, size: object) -> None:
     m = make_net(model) if model == "plain" else model
     with pytest.raises(UsageError):

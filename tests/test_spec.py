@@ -81,10 +81,15 @@ def test_round_trip_with_given_model_and_weights(tmp_path: Path) -> None:
         assert torch.equal(loaded.eval()(x), new.eval()(x))
 
 
-def test_load_with_model_resizes_that_model_in_place(grouped_spec: dict) -> None:
+def test_load_with_model_leaves_that_model_alone_unless_inplace(grouped_spec: dict) -> None:
     m = make_net("grouped")
-    out = redistribute.load(grouped_spec, model=m)
+    before = state_hash(m)
+    copy = redistribute.load(grouped_spec, model=m)
+    assert copy is not m and state_hash(m) == before
+    assert _widths_of(copy, INPUT) != _widths_of(m, INPUT)
+    out = redistribute.load(grouped_spec, model=m, inplace=True)
     assert out is m
+    assert _widths_of(out, INPUT) == _widths_of(copy, INPUT)
     assert _widths_of(out, INPUT) == [
         g.width
         if g.fixed is not None
