@@ -90,6 +90,10 @@ def _positive_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+#: How shrinking ranks a group's channels: L1 or L2 norm of the producing weights, or the BN scale.
+IMPORTANCE = ("l1", "l2", "bn")
+
+
 def check_options(
     *,
     template: str | Template | Callable[[float], float] | None = None,
@@ -100,8 +104,11 @@ def check_options(
     ratio: float | None = None,
     scope: str | None = None,
     k: float | None = None,
+    importance: str | None = None,
 ) -> Template | None:
-    """Validate :func:`plan`'s options before any work is done (``None`` skips a check).
+    """Validate :func:`plan`'s options (and :func:`~redistribute.apply`'s ``importance``) before any work is done.
+
+    ``None`` skips a check.
 
     The CLI calls this before it builds and traces the model, so a bad option costs nothing.
 
@@ -116,6 +123,8 @@ def check_options(
         >>> check_options(template="peak", tolerance=0.01).name
         'd'
     """
+    if importance is not None and importance not in IMPORTANCE:
+        raise UsageError(f"importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
     if match is not None and match not in METRICS and match != "none":
         raise UsageError(f"match metric {match!r} is unknown; choose one of {', '.join(METRICS)} or none")
     if divisor is not None and (not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1):

@@ -24,15 +24,13 @@ from ._errors import ConstraintError, UsageError
 from ._gcpause import gc_paused
 from ._graph import ChannelGraph
 from ._handlers import HANDLERS, resize_norm_like, take
-from ._plan import Plan
+from ._plan import IMPORTANCE, Plan, check_options
 from ._spaces import Layout
 from ._uses import LayerUse
 
 __all__ = ["IMPORTANCE", "apply", "apply_", "channel_normalized_groups", "channel_scores", "select_channels"]
 
 _logger = logging.getLogger(__name__)
-
-IMPORTANCE = ("l1", "l2", "bn")
 
 
 def _score_sources(graph: ChannelGraph) -> dict[int, list[LayerUse]]:
@@ -90,8 +88,7 @@ def _choose(score: torch.Tensor, new: int, chunks: int, block: int) -> torch.Ten
 
 def channel_scores(model: nn.Module, graph: ChannelGraph, importance: str = "l1") -> dict[int, torch.Tensor]:
     """Per-channel importance of every group (``float64``, one score per channel), as shrinking uses it."""
-    if importance not in IMPORTANCE:
-        raise UsageError(f"importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
+    check_options(importance=importance)
     sources = _score_sources(graph)
     return {g.id: _score(model, g.width, sources.get(g.id, []), importance) for g in graph.groups}
 
@@ -103,8 +100,7 @@ def select_channels(
 
     ``scores`` (from :func:`channel_scores`, same ``importance``) saves scoring again when the caller has them.
     """
-    if importance not in IMPORTANCE:
-        raise UsageError(f"importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
+    check_options(importance=importance)
     graph = plan.graph
     maps: dict[int, torch.Tensor] = {}
     sources = _score_sources(graph) if scores is None else {}

@@ -149,12 +149,8 @@ def run(
         from ._surgery import apply
 
         check_options(
-            template=template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope
+            template=template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, importance=importance
         )  # before any work
-        from ._surgery import IMPORTANCE
-
-        if importance not in IMPORTANCE:
-            raise UsageError(f"--importance {importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
         if calibrate_batches < 0:
             raise UsageError(
                 f"--calibrate-batches {calibrate_batches} is negative. Hint: pass 0 (off) or a positive count"
