@@ -1,13 +1,38 @@
-"""Rich rendering for the CLI's main command and ``train``: summary tables and progress bars (no logic)."""
+"""Rich rendering for the CLI: the consoles, one-line errors, summary tables and progress bars (no logic)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["print_summary", "print_transfer", "train_progress"]
+from ._errors import RedistributeError
+
+__all__ = ["err_console", "fail", "one_line", "out_console", "print_summary", "print_transfer", "train_progress"]
+
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split()).rstrip(".")
+
+
+def fail(exc: BaseException, debug: bool) -> None:
+    """Print ``exc`` as one red line on stderr (never as rich markup) and exit 2 (usage) or 1; ``--debug`` re-raises."""
+    if debug:
+        raise exc
+    if isinstance(exc, RedistributeError):
+        err_console.print(
+            Text.assemble(("error: ", "red"), " ".join(str(exc).split())), highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(exc.exit_code)
+    message = f"unexpected {type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for the traceback)"
+    err_console.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _fmt(x: float, metric: str) -> str:

@@ -16,18 +16,16 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from ._cli_render import print_summary, print_transfer, train_progress
-from ._errors import RedistributeError, UsageError
+from ._cli_render import err_console, fail, one_line, out_console, print_summary, print_transfer
+from ._cli_train import train
+from ._errors import UsageError
 
 __all__ = ["app", "main"]
 
-_out = Console()
-_err = Console(stderr=True)
 #: typer's (vendored) click errors: bad option values, missing arguments, unknown options.
 _CLICK_ERRORS: tuple[type[Exception], ...] = tuple(
     {c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"} | {click.ClickException}
@@ -50,7 +48,9 @@ class _DefaultGroup(TyperGroup):
             return super().invoke(ctx)
         except _CLICK_ERRORS as exc:
             hint = f"Hint: see 'redistribute {ctx.invoked_subcommand or self.default_command} --help'"
-            _err.print(Text.assemble(("error: ", "red"), f"{_one_line(exc.format_message())}. {hint}"), soft_wrap=True)
+            err_console.print(
+                Text.assemble(("error: ", "red"), f"{one_line(exc.format_message())}. {hint}"), soft_wrap=True
+            )
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -73,22 +73,6 @@ def _parse_size(text: str | None) -> tuple[int, ...] | None:
     if len(size) < 2 or any(s <= 0 for s in size):
         raise UsageError(f"input size {text!r} is invalid. Hint: --input-size 3,224,224 (channels first)")
     return size
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()).rstrip(".")
-
-
-def _fail(exc: BaseException, debug: bool) -> None:
-    """Print ``exc`` as one red line on stderr (never as rich markup) and exit 2 (usage) or 1; ``--debug`` re-raises."""
-    if debug:
-        raise exc
-    if isinstance(exc, RedistributeError):
-        _err.print(Text.assemble(("error: ", "red"), " ".join(str(exc).split())), highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code)
-    message = f"unexpected {type(exc).__name__}: {_one_line(str(exc))} (rerun with --debug for the traceback)"
-    _err.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 @app.command("run")
@@ -158,19 +142,19 @@ def run(
         size = _parse_size(input_size)
         outputs = ("spec.json", "weights.safetensors", "config.json", "model.safetensors")
         out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
-        _err.print(f"building {model}", style="dim", markup=False)
+        err_console.print(f"building {model}", style="dim", markup=False)
         base = load_model(model, pretrained=pretrained)
         if checkpoint is not None:
             from ._checkpoint import load_checkpoint
 
             load_checkpoint(base, checkpoint)  # our own fresh model: loading in place is fine
-        _err.print("tracing and matching", style="dim")
+        err_console.print("tracing and matching", style="dim")
         lm = None
         if match == "latency":
             from ._latency import match_latency
 
             lm = match_latency(base, template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size, source=model,
-                               device=device, batch_size=batch_size, threads=threads, progress=lambda msg: _err.print(msg, style="dim"))  # fmt: skip
+                               device=device, batch_size=batch_size, threads=threads, progress=lambda msg: err_console.print(msg, style="dim"))  # fmt: skip
             p = lm.plan
         else:
             p = make_plan(
@@ -192,13 +176,13 @@ def run(
         if lm is not None:
             summary["achieved"], summary["latency"] = lm.timing.median_ms, lm.summary()
         if out_dir is not None:
-            _err.print(f"rebuilding and writing {out_dir}", style="dim", markup=False)
+            err_console.print(f"rebuilding and writing {out_dir}", style="dim", markup=False)
             new = lm.model if lm is not None else apply(base, p, importance=importance)
             if calibrate is not None or calibrate_batches > 0:
                 from ._calibrate import recalibrate
 
                 what = str(calibrate) if calibrate is not None else f"{calibrate_batches} batches of random inputs"
-                _err.print(f"re-estimating BatchNorm statistics from {what}", style="dim", markup=False)
+                err_console.print(f"re-estimating BatchNorm statistics from {what}", style="dim", markup=False)
                 summary["calibrated_batches"] = recalibrate(new, p.graph.input_shape[1:], calibrate, calibrate_batches)
             from .timm import save_timm_files
 
@@ -207,18 +191,18 @@ def run(
             save_timm_files(out_dir, spec, new)  # timm's config.json + model.safetensors, for local-dir:
             summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
     except Exception as exc:  # mapped to one line and an exit code
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
-        print_summary(_out, summary)
+        print_summary(out_console, summary)
         if "transfer" in summary:
-            print_transfer(_out, summary["transfer"])
+            print_transfer(out_console, summary["transfer"])
         if lm is not None:
-            _out.print(lm.describe(), highlight=False)
+            out_console.print(lm.describe(), highlight=False)
         if out_dir is not None:
-            _out.print(f"wrote {', '.join(outputs)} to {out_dir}", markup=False)
+            out_console.print(f"wrote {', '.join(outputs)} to {out_dir}", markup=False)
 
 
 _SAMPLES_KEY = "T(p) at p=0,.25,.5,.75,1 (r=8)"
@@ -242,7 +226,7 @@ def templates(as_json: Annotated[bool, typer.Option("--json", help="print JSON")
     for r in rows:
         samples = r[_SAMPLES_KEY]
         table.add_row(r["name"], r["alias"], r["shape"], " ".join(f"{v:.2f}" for v in samples) or "base trend")
-    _out.print(table)
+    out_console.print(table)
 
 
 @app.command("inspect")
@@ -264,7 +248,7 @@ def inspect(
         positions = distribution(graph, scope).position if graph.free_groups(scope) else {}
         rows = group_rows(graph, positions)
     except Exception as exc:  # mapped to one line and an exit code
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     if as_json:
         sys.stdout.write(json.dumps({"groups": rows, "opaque": graph.opaque}, indent=2) + "\n")
@@ -279,7 +263,7 @@ def inspect(
         pos = "" if r["position"] is None else f"{r['position']:.2f}"
         note = f"[yellow]fixed: {r['fixed']}[/yellow]" if r["fixed"] else r["constraints"]
         table.add_row(str(r["id"]), str(r["width"]), r["kind"], r["stage"], pos, shown, note)
-    _out.print(table)
+    out_console.print(table)
 
 
 @app.command("compare")
@@ -326,7 +310,7 @@ def compare(
 
         names = [t.strip() for t in templates.split(",") if t.strip()]
         size = _parse_size(input_size)
-        with progress_bar(_err, model) as bar:
+        with progress_bar(err_console, model) as bar:
             result = run_compare(model, names, match, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size,
                                  device=device, batch_size=batch_size, measure=measure, check_flops=check_flops, min_time=min_time,
                                  threads=threads, progress=bar)  # fmt: skip
@@ -337,18 +321,18 @@ def compare(
 
             plot_comparison(result, plot)
     except Exception as exc:  # mapped to one line and an exit code
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
-    print_wide(_out, comparison_table(result))
+    print_wide(out_console, comparison_table(result))
     check = flops_check_table(result)
     if check is not None:
-        print_wide(_out, check)
+        print_wide(out_console, check)
     for path, what in ((csv_path, "CSV"), (plot, "plot")):
         if path is not None:
-            _err.print(f"wrote {what} to {path}", style="dim")
+            err_console.print(f"wrote {what} to {path}", style="dim")
 
 
 @app.command("plot")
@@ -363,104 +347,12 @@ def plot(
 
         plot_plans(plans_from_specs(specs), out)
     except Exception as exc:  # mapped to one line and an exit code
-        _fail(exc, debug)
+        fail(exc, debug)
         return
-    _out.print(f"wrote {out}", highlight=False)
+    out_console.print(f"wrote {out}", highlight=False)
 
 
-@app.command("train")
-def train(
-    spec: Annotated[Path, typer.Argument(help="spec.json, or the --out folder holding it (and its weights)")],
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="image folder: DIR/train/<class>/*, DIR/val/<class>/*")],
-    output: Annotated[
-        Path | None,
-        typer.Option(help="folder for metrics.csv, last.pth.tar and the trained model (default: SPEC's folder/train)"),
-    ] = None,
-    epochs: Annotated[int, typer.Option(help="epochs to train")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="images per step and process")] = 64,
-    lr: Annotated[float, typer.Option(help="learning rate")] = 0.05,
-    opt: Annotated[str, typer.Option(help="timm optimizer: sgd, adamw, lamb, ...")] = "sgd",
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="weight decay")] = 2e-5,
-    sched: Annotated[str, typer.Option(help="timm scheduler: cosine, step, none, ...")] = "cosine",
-    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="linear warm-up epochs")] = 0,
-    img_size: Annotated[
-        int | None, typer.Option("--img-size", help="training resolution (default: the spec's input size)")
-    ] = None,
-    workers: Annotated[int, typer.Option(help="data-loading processes per training process")] = 4,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
-    amp: Annotated[bool, typer.Option(help="mixed precision")] = False,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="channels-last memory format")] = False,
-    seed: Annotated[int, typer.Option(help="random seed")] = 42,
-    smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.1,
-    mixup: Annotated[float, typer.Option(help="Mixup alpha (0: off)")] = 0.0,
-    cutmix: Annotated[float, typer.Option(help="CutMix alpha (0: off)")] = 0.0,
-    aug: Annotated[bool, typer.Option(help="timm's training augmentation")] = True,
-    ema: Annotated[bool, typer.Option(help="keep, validate and export an EMA of the weights")] = False,
-    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA decay")] = 0.9998,
-    sync_bn: Annotated[
-        bool, typer.Option("--sync-bn", help="synchronised BatchNorm across processes (torchrun)")
-    ] = False,
-    teacher: Annotated[
-        str | None, typer.Option(help="distil from this model, e.g. the original: timm:resnet50")
-    ] = None,
-    teacher_checkpoint: Annotated[
-        Path | None, typer.Option("--teacher-checkpoint", help="the teacher's trained weights")
-    ] = None,
-    kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="distillation temperature")] = 4.0,
-    kd_weight: Annotated[float, typer.Option("--kd-weight", help="weight of the distillation loss in [0, 1]")] = 0.5,
-    weights: Annotated[
-        bool | None, typer.Option(help="start from the weights saved beside the spec (default: when present)")
-    ] = None,
-    resume: Annotated[Path | None, typer.Option(help="continue from this last.pth.tar at the next epoch")] = None,
-    force: Annotated[bool, typer.Option(help="start over in an --output that holds a checkpoint")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the epochs as one JSON object")] = False,
-    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
-) -> None:
-    """Train the redistributed model in SPEC on an image folder with timm (torchrun for many GPUs)."""
-    try:
-        from ._train import TrainConfig
-        from ._train import train as run_train
-
-        if device is None:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay, sched=sched,
-                             warmup_epochs=warmup_epochs, img_size=img_size, workers=workers, device=device, amp=amp,
-                             channels_last=channels_last, seed=seed, smoothing=smoothing, mixup=mixup, cutmix=cutmix, aug=aug,
-                             ema=ema, ema_decay=ema_decay, sync_bn=sync_bn, teacher=teacher,
-                             teacher_checkpoint=None if teacher_checkpoint is None else str(teacher_checkpoint),
-                             kd_temperature=kd_temperature, kd_weight=kd_weight)  # fmt: skip
-        bars, update = train_progress(_err)
-        try:
-            result = run_train(
-                spec, data_dir, output, config, weights=weights, resume=resume, force=force, progress=update
-            )
-        finally:
-            if bars.live.is_started:
-                bars.stop()
-    except Exception as exc:  # mapped to one line and an exit code
-        _fail(exc, debug)
-        return
-    if result.rank != 0:
-        return
-    from dataclasses import asdict
-
-    rows = [asdict(h) for h in result.history]
-    if as_json:
-        sys.stdout.write(json.dumps({"output": str(result.output), "epochs": rows}, indent=2) + "\n")
-        return
-    table = Table(title=f"trained {spec} ({result.world_size} process(es))", title_justify="left")
-    for col in ("epoch", "train loss", "val loss", "val top-1", "val top-5", "lr", "images/s"):
-        table.add_column(col, justify="right")
-    fmt = lambda v, spec="{:.4f}": "" if v is None else spec.format(v)  # noqa: E731
-    for r in rows:
-        table.add_row(str(r["epoch"]), fmt(r["train_loss"]), fmt(r["val_loss"]), fmt(r["val_top1"], "{:.2f}"), fmt(r["val_top5"], "{:.2f}"),
-                      fmt(r["lr"], "{:.3g}"), fmt(r["images_per_s"], "{:.1f}"))  # fmt: skip
-    _out.print(table)
-    _out.print(
-        f"wrote {result.metrics_csv}, {result.checkpoint} and the trained model in {result.output}", highlight=False
-    )
+app.command("train")(train)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -475,5 +367,5 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except KeyboardInterrupt:
-        _err.print("[red]interrupted[/red]")
+        err_console.print("[red]interrupted[/red]")
         sys.exit(130)
