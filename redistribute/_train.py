@@ -19,15 +19,12 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import csv
-import io
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,17 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._errors import CheckpointError, DataError, OutputError, UsageError
-from ._io import atomic_path, atomic_paths, atomic_write_text
+from ._errors import CheckpointError, DataError, UsageError
+from ._io import atomic_path
+from ._train_files import CHECKPOINT, METRICS, EpochMetrics, export_model, output_folder, read_rows, write_rows
+from ._train_setup import dataset, distributed, loaders, splits
 
 __all__ = ["CHECKPOINT", "METRICS", "EpochMetrics", "TrainConfig", "TrainProgress", "TrainResult", "train"]
 
 _logger = logging.getLogger(__name__)
-
-CHECKPOINT = "last.pth.tar"
-METRICS = "metrics.csv"
-_TRAIN_DIRS, _VAL_DIRS = ("train", "training"), ("val", "valid", "validation", "eval")
-_LAYOUT = "lay it out as DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
 
 
 @dataclass(frozen=True)
@@ -137,21 +131,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EpochMetrics:
-    """One row of ``metrics.csv``: ``epoch`` counts from 1, accuracies are percentages, ``samples`` is over all ranks."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float | None
-    val_top1: float | None
-    val_top5: float | None
-    lr: float
-    images_per_s: float
-    samples: int
-    seconds: float
-
-
-@dataclass(frozen=True)
 class TrainProgress:
     """What the ``progress`` callback gets: after every step, and once more per epoch with ``metrics`` set."""
 
@@ -177,81 +156,6 @@ class TrainResult:
     model: nn.Module = field(repr=False)
 
 
-def _splits(data_dir: str | os.PathLike[str]) -> tuple[Path, Path | None]:
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"data folder {str(root)!r} does not exist. Hint: {_LAYOUT}")
-    train = next((root / d for d in _TRAIN_DIRS if (root / d).is_dir()), None)
-    if train is None:
-        raise DataError(f"data folder {str(root)!r} has no train/ subfolder. Hint: {_LAYOUT}")
-    val = next((root / d for d in _VAL_DIRS if (root / d).is_dir()), None)
-    if val is None:
-        _logger.warning("data folder %r has no val/ subfolder: validation is skipped", str(root))
-    return train, val
-
-
-def _dataset(folder: Path, class_map: dict[str, int] | None = None) -> Any:
-    from timm.data import create_dataset
-
-    try:
-        return create_dataset("", root=str(folder), search_split=False, class_map=class_map or {})
-    except (RuntimeError, KeyError) as exc:
-        raise DataError(f"no usable images in {str(folder)!r} ({exc})".splitlines()[0] + f". Hint: {_LAYOUT}") from exc
-
-
-def _output(spec: Any, output: str | os.PathLike[str] | None, resume: Any, force: bool) -> Path:
-    if output is None:
-        if isinstance(spec, Mapping):
-            raise UsageError("give an output folder for a spec passed as a dict: train(spec, data_dir, output=...)")
-        output = (Path(spec) if Path(spec).is_dir() else Path(spec).parent) / "train"
-    out = Path(output)
-    if (out / CHECKPOINT).exists() and resume is None and not force:
-        hint = f"use --resume {out / CHECKPOINT} to continue or --force to start over"
-        raise OutputError(f"output folder {str(out)!r} already holds {CHECKPOINT}. Hint: {hint}")
-    if resume is not None and not Path(resume).is_file():
-        raise CheckpointError(
-            f"checkpoint {str(resume)!r} to resume from does not exist. Hint: give {out / CHECKPOINT}"
-        )
-    return out
-
-
-def _read_rows(path: Path, upto: int) -> list[EpochMetrics]:
-    kinds = {f.name: f.type for f in fields(EpochMetrics)}
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    rows = [
-        {k: None if v == "" else int(v) if kinds[k] == "int" else float(v) for k, v in r.items()}
-        for r in csv.DictReader(io.StringIO(text))
-    ]
-    return [EpochMetrics(**r) for r in rows if r["epoch"] <= upto]  # type: ignore[arg-type, operator]
-
-
-def _write_rows(path: Path, rows: list[EpochMetrics]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(EpochMetrics)], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in asdict(r).items()} for r in rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _distributed(device: str) -> tuple[torch.device, int, int, bool]:
-    """(device, rank, world size, whether this call started the process group): torchrun's env, or one process."""
-    import torch.distributed as dist
-    from timm.utils.distributed import init_distributed_device_so
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} was asked for but CUDA is not available. Hint: --device cpu")
-    if dist.is_available() and dist.is_initialized():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        return (
-            torch.device(f"cuda:{local}" if device.startswith("cuda") else device),
-            dist.get_rank(),
-            dist.get_world_size(),
-            False,
-        )
-    info = init_distributed_device_so(device=device)
-    return torch.device(info["device"]), info["global_rank"], info["world_size"], bool(info["distributed"])
-
-
 def _model(spec: Any, weights: bool, classes: int, cfg: TrainConfig, device: torch.device, world: int) -> nn.Module:
     import timm
 
@@ -265,29 +169,6 @@ def _model(spec: Any, weights: bool, classes: int, cfg: TrainConfig, device: tor
 
         model = convert_sync_batchnorm(model)
     return model  # type: ignore[no-any-return]
-
-
-def _loaders(
-    model: nn.Module, ds_train: Any, ds_val: Any, cfg: TrainConfig, device: torch.device, world: int
-) -> tuple[Any, Any]:
-    from timm.data import create_loader, resolve_data_config
-
-    data = resolve_data_config({"img_size": cfg.img_size} if cfg.img_size else {}, model=model)
-    common = dict(input_size=data["input_size"], batch_size=cfg.batch_size, mean=data["mean"], std=data["std"], num_workers=cfg.workers,
-                  distributed=world > 1, device=device, pin_memory=device.type == "cuda")  # fmt: skip
-    train = create_loader(
-        ds_train,
-        is_training=True,
-        no_aug=not cfg.aug,
-        interpolation="random" if cfg.aug else data["interpolation"],
-        **common,
-    )
-    val = (
-        None
-        if ds_val is None
-        else create_loader(ds_val, interpolation=data["interpolation"], crop_pct=data["crop_pct"], **common)
-    )
-    return train, val
 
 
 class _Run:
@@ -410,24 +291,6 @@ class _Run:
             torch.save(state, tmp)
 
 
-def _export(out: Path, spec: dict[str, Any], model: nn.Module, base_classes: int) -> None:
-    """The trained model as spec.json (its class count in ``model_kwargs``), timm's config.json and model.safetensors."""
-    from ._spec import spec_json
-    from .timm import _num_classes, write_timm_files
-
-    export = copy.deepcopy(model).to(device="cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    spec, classes = copy.deepcopy(spec), _num_classes(export)
-    if classes != base_classes:
-        spec["model_kwargs"] = {**dict(spec.get("model_kwargs") or {}), "num_classes": classes}
-    with atomic_paths([out / "spec.json", out / "config.json", out / "model.safetensors"]) as (
-        spec_tmp,
-        config_tmp,
-        weights_tmp,
-    ):
-        spec_tmp.write_text(spec_json(spec), encoding="utf-8")
-        write_timm_files(config_tmp, weights_tmp, spec, export)
-
-
 def train(
     spec: str | os.PathLike[str] | Mapping[str, Any],
     data_dir: str | os.PathLike[str],
@@ -465,18 +328,18 @@ def train(
 
     cfg = config or TrainConfig()
     spec_data = dict(spec) if isinstance(spec, Mapping) else read_spec(spec)
-    out = _output(spec, output, resume, force)
-    train_dir, val_dir = _splits(data_dir)
-    ds_train = _dataset(train_dir)
+    out = output_folder(spec, output, resume, force)
+    train_dir, val_dir = splits(data_dir)
+    ds_train = dataset(train_dir)
     classes = dict(ds_train.reader.class_to_idx)
-    ds_val = _dataset(val_dir, classes) if val_dir is not None else None
+    ds_val = dataset(val_dir, classes) if val_dir is not None else None
     if weights is None:
         weights = (
             not isinstance(spec, Mapping)
             and _weights_in(Path(spec) if Path(spec).is_dir() else Path(spec).parent) is not None
         )
 
-    device, rank, world, started = _distributed(cfg.device)
+    device, rank, world, started = distributed(cfg.device)
     show = progress if rank == 0 else None
     try:
         if len(ds_train) // world < cfg.batch_size:
@@ -489,12 +352,12 @@ def train(
         )
         base_classes = int(getattr(model, "pretrained_cfg", {})["num_classes"])
         random_seed(cfg.seed, rank)
-        loader_train, loader_val = _loaders(model, ds_train, ds_val, cfg, device, world)
+        loader_train, loader_val = loaders(model, ds_train, ds_val, cfg, device, world)
         run = _Run(model, cfg, len(classes), device, world, len(loader_train))
         start = run.resume(resume) if resume is not None else 0
         if world > 1:
             run.task.prepare_distributed(device_ids=[device] if device.type == "cuda" else None)
-        history = _read_rows(out / METRICS, start)
+        history = read_rows(out / METRICS, start)
         for epoch in range(start, cfg.epochs):
             lr = run.optimizer.param_groups[0]["lr"]
             loss, samples, seconds = run.epoch(epoch, loader_train, show)
@@ -518,14 +381,14 @@ def train(
                 run.save(
                     out / CHECKPOINT, epoch, arch=ARCHITECTURE, metric=row.val_top1, spec=spec_data, config=asdict(cfg)
                 )
-                _write_rows(out / METRICS, history)
+                write_rows(out / METRICS, history)
                 _logger.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, row)
                 if show is not None:
                     show(TrainProgress(epoch + 1, cfg.epochs, len(loader_train), len(loader_train), loss, row))
         final = unwrap_model(run.task.get_eval_model(ema=cfg.ema))
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            _export(out, spec_data, final, base_classes)
+            export_model(out, spec_data, final, base_classes)
     finally:
         if started:
             torch.distributed.destroy_process_group()
