@@ -357,12 +357,12 @@ def _propagate_tie_fixes(groups: list[ChannelGroup]) -> list[ChannelGroup]:
 
 
 def _channel_layout(dims: Any, size: int) -> Layout | None:
+    """The layout of the channel dim (1, or last for channels-last) of ``size`` channels; a dim that carries a
+    channel group wins over a spatial one of the same size (a channels-last 16x16 map with 16 channels)."""
     if not isinstance(dims, tuple):
         return None
-    for d in (1, len(dims) - 1):
-        if 0 <= d < len(dims) and sum(s.size for s in dims[d]) == size:
-            return dims[d]
-    return None
+    found = [dims[d] for d in (1, len(dims) - 1) if 0 <= d < len(dims) and sum(s.size for s in dims[d]) == size]
+    return next((lay for lay in found if any(s.space is not None for s in lay)), found[0] if found else None)
 
 
 def _meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any) -> dict[str, Layout]:

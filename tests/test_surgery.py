@@ -302,12 +302,6 @@ def test_timm_metadata_matches_real_widths(name: str, template: str) -> None:
     assert (features, per_level) != (base_features, base_levels), "the plan must move some metadata"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _graph._channel_layout binds a feature_info entry to the first dim (1, then -1) whose size equals "
-    "num_chs; for MambaOut's channels-last stem output at 64x64, (1, 16, 16, 16), that is the height, so "
-    "surgery never updates feature_info[0]['num_chs']",
-)
 def test_timm_metadata_channels_last_ambiguous_size() -> None:
     m = _timm("test_mambaout")
     p = redistribute.plan(m, "a", divisor=1, input_size=SIZE)
