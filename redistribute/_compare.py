@@ -21,8 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import csv
 import io
 import logging
@@ -31,11 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from ._cost import METRICS
 from ._errors import UsageError
+from ._flop_counters import FlopCounts, count_flops
 from ._graph import trace
 from ._plan import Plan, plan
 from ._templates import get_template
@@ -74,21 +72,6 @@ COLUMNS = (
 FLOPs were cross-checked."""
 
 CHECK_COLUMNS = ("flops_flop_counter", "flops_thop", "flops_ptflops")
-
-
-@dataclass(frozen=True)
-class FlopCounts:
-    """Multiply-accumulates of one built model at batch 1, as three counters report them.
-
-    Attributes:
-        flop_counter: ``FlopCounterMode().get_total_flops() / 2``.
-        thop: ``thop.profile(model, (x,))[0]``.
-        ptflops: ``ptflops.get_model_complexity_info(model, size, backend="aten")[0]`` (NaN when it fails).
-    """
-
-    flop_counter: float
-    thop: float
-    ptflops: float
 
 
 @dataclass(frozen=True)
@@ -234,39 +217,6 @@ def _ratio(x: float | None, ref: float | None) -> float | None:
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-def count_flops(model: nn.Module, input_size: tuple[int, ...]) -> FlopCounts:
-    """MACs of ``model`` at batch 1 by ``FlopCounterMode`` (halved), thop and ptflops' aten backend.
-
-    The counters run on copies, so thop's and ptflops' hooks and buffers never touch ``model``.
-    """
-    import thop
-    from ptflops import get_model_complexity_info
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.randn(1, *input_size)
-    m = copy.deepcopy(model).cpu().eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        m(x)
-    sink = io.StringIO()
-    with torch.no_grad(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        thop_macs, _ = thop.profile(copy.deepcopy(m), inputs=(x,), verbose=False)
-        pt_macs, _ = get_model_complexity_info(
-            copy.deepcopy(m),
-            tuple(input_size),
-            backend="aten",
-            as_strings=False,
-            print_per_layer_stat=False,
-            verbose=False,
-        )
-    if pt_macs is None:
-        _logger.warning("ptflops could not count %s: %s", type(model).__name__, sink.getvalue().strip()[-200:])
-    return FlopCounts(
-        flop_counter=fc.get_total_flops() / 2,
-        thop=float(thop_macs),
-        ptflops=float(pt_macs) if pt_macs is not None else float("nan"),
-    )
 
 
 def compare(
