@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from . import _rules
+from . import _heads, _rules, _rules_heads  # noqa: F401  (_rules_heads registers matmul and attention rules)
 from ._sizes import SizeSources, check_sizes
 from ._spaces import Layout, Segment, SpaceTable, const, layout_size
 from ._uses import LayerUse, extra_per_out_channel
@@ -43,6 +43,7 @@ class Walker:
         self._first_call: dict[str, tuple[Layout | None, Layout | None]] = {}
         self.unmapped: dict[str, str] = {}
         self.input_layout: Layout | None = None
+        self.heads: dict[str, tuple[Layout, str, int]] = {}  # attention module -> head space, node, order
 
     # -- driving --------------------------------------------------------------------------------------------
     def run(self, graph: fx.Graph) -> None:
@@ -52,6 +53,7 @@ class Walker:
             out = self._dims[node] = self._visit(node)
             if node.op in ("call_function", "call_method") and isinstance(node.meta.get("val"), torch.Tensor):
                 check_sizes(self.table, sizes, node, out, self.dims)
+        self.uses.extend(_heads.head_uses(self))
 
     def _visit(self, node: fx.Node) -> Any:
         val = node.meta.get("val")
@@ -145,6 +147,10 @@ class Walker:
         if isinstance(arg, fx.Node):
             return self._dims.get(arg)
         return None
+
+    @property
+    def order(self) -> int:
+        return self._order
 
     def group_policy(self, name: str) -> str:
         return self._group_policy(name)
@@ -366,23 +372,13 @@ class Walker:
             elif len(gb) == 1 and spaced == [0]:
                 inner = math.prod(in_shape[i] for i in ga[1:])
                 out[gb[0]] = tuple(Segment(s.space, s.width, s.repeat * inner) for s in lays[0])
-            else:
-                for k in spaced:
-                    self.table.fix(lays[k], f"reshape '{node.name}' splits or interleaves channels")
-        self._check_literal_shape(node, out)
+            else:  # attention heads (see _heads); anything else is fixed there
+                trailing = ga[-1] == len(in_shape) - 1 and gb[-1] == len(out_shape) - 1
+                mapped = _heads.regroup(self, node, lays, [out_shape[j] for j in gb], trailing)
+                for j, lay in zip(gb, mapped, strict=False):
+                    out[j] = lay
+        _heads.check_literal_shape(self, node, out)
         return tuple(out)
-
-    def _check_literal_shape(self, node: fx.Node, out: list[Layout]) -> None:
-        if str(node.target) not in ("view", "reshape") and node.target is not torch.reshape:
-            return
-        args = list(node.args[1:])
-        if len(args) == 1 and isinstance(args[0], (tuple, list)):
-            args = list(args[0])
-        if len(args) != len(out):
-            return
-        for arg, lay in zip(args, out, strict=False):
-            if isinstance(arg, int) and arg != -1 and any(s.space is not None for s in lay):
-                self.table.fix(lay, f"hard-coded reshape at '{node.name}'")
 
     def index(self, node: fx.Node, x: tuple[Layout, ...], idx: Any) -> Any:
         items = list(idx) if isinstance(idx, tuple) else [idx]
