@@ -4,8 +4,9 @@ Conventions (the ones behind "ResNet50 = 4.1 GFLOPs"):
 
 * **FLOPs** are multiply-accumulates of convolutions and linear layers (and functional ``F.linear`` and matrix
   products such as attention's ``q @ k^T`` and ``attn @ v``), bias excluded, batch 1, at the traced input size.
-  This equals ``torch.utils.flop_counter.FlopCounterMode``'s convolution + mm + addmm + bmm count divided by two.
-  ``F.scaled_dot_product_attention`` is not counted: ``FlopCounterMode`` counts nothing for its CPU kernel.
+  ``F.scaled_dot_product_attention`` costs its two products, as the explicit path of the same module does. This
+  equals ``torch.utils.flop_counter.FlopCounterMode``'s convolution + mm + addmm + bmm count divided by two (on
+  the CPU, ``FlopCounterMode`` needs the flash-attention formula for the SDPA kernel: see ``tests/conftest.py``).
   Grouped and depthwise convs are costed with their width-dependent group count; attention head widths enter
   through the layouts of the projections (``3 * heads`` copies of the head group) and of the products.
 * **params** equal ``sum(p.numel() for p in model.parameters())`` of the rebuilt model.

@@ -42,11 +42,14 @@ def count_flops(model: nn.Module, input_size: tuple[int, ...]) -> FlopCounts:
     """
     import thop
     from ptflops import get_model_complexity_info
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
     x = torch.randn(1, *input_size)
     m = copy.deepcopy(model).cpu().eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+    cpu_sdpa = {  # FlopCounterMode has no formula for the CPU kernel of SDPA; the flash-attention one fits
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v)
+    }
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as fc:
         m(x)
     sink = io.StringIO()
     with torch.no_grad(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):

@@ -6,8 +6,10 @@ value head width) and the broadcast batch dims. Its multiply-accumulates, ``batc
 ``flops`` use (``FlopCounterMode`` counts them as ``bmm``/``mm``).
 
 ``F.scaled_dot_product_attention(q, k, v)`` couples ``q``'s and ``k``'s head widths, ``k``'s and ``v``'s token
-dims, and returns ``q``'s dims with ``v``'s head width. Its cost is not counted: ``FlopCounterMode`` counts no
-FLOPs for the CPU kernel, and the cost model follows its conventions (see :mod:`redistribute._cost`).
+dims, and returns ``q``'s dims with ``v``'s head width. Its cost is that of its two products, ``q @ k^T`` and
+``attn @ v``, exactly what the explicit path of the same module costs, so a model's FLOPs do not depend on
+whether timm picked the fused kernel (``FlopCounterMode`` has no formula for the CPU kernel; the tests give it
+the flash-attention one).
 """
 
 from __future__ import annotations
@@ -121,4 +123,8 @@ def _sdpa(w: Walker, node: fx.Node) -> Dims:
     for lay in mask if isinstance(mask, tuple) else ():
         if _spaced(lay):
             w.table.fix(lay, f"attention mask at '{node.name}'")
+    lead = [int(s) for s in val.shape[:-2]]
+    n_q, n_k = int(val.shape[-2]), layout_size(k[-2])
+    _record_macs(w, node, [*batch, q[-2], q[-1], k[-2]], [*lead, n_q, layout_size(q[-1]), n_k])  # q @ k^T
+    _record_macs(w, node, [*batch, q[-2], k[-2], v[-1]], [*lead, n_q, n_k, layout_size(v[-1])])  # attn @ v
     return (*batch, q[-2], v[-1])

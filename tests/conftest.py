@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 INPUT = (3, 32, 32)
 
@@ -24,17 +24,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+#: FlopCounterMode has no formula for the CPU kernel of F.scaled_dot_product_attention; its flash-attention one fits.
+SDPA_ON_CPU = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v)
+}
+
+
 def flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
     """MACs of convolutions and matmuls (bias excluded) at ``x``'s batch, as counted by ``FlopCounterMode``."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=SDPA_ON_CPU) as fc:
             model(x)
     finally:
         model.train(was_training)
     counts = fc.get_flop_counts()["Global"]
-    total = sum(v for k, v in counts.items() if str(k).split(".")[-1] in ("convolution", "mm", "addmm", "bmm"))
+    kinds = ("convolution", "mm", "addmm", "bmm", "_scaled_dot_product_flash_attention_for_cpu")
+    total = sum(v for k, v in counts.items() if str(k).split(".")[-1] in kinds)
     assert total % 2 == 0
     return total // 2
 
