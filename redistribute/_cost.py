@@ -58,11 +58,11 @@ def _value(expr: _Expr, widths: Mapping[int, int]) -> int:
     return const + sum(c * widths[g] for c, g in parts)
 
 
-def _weight_terms(u: LayerUse, positions: int) -> list[_Term]:
-    """Multiply-accumulates of a conv/linear weight applied ``positions`` times."""
+def _weight_terms(u: LayerUse, positions: int, applied: tuple[_Expr, ...] = ()) -> list[_Term]:
+    """Multiply-accumulates of a conv/linear weight applied ``positions`` times ``prod(applied)``."""
     cin, cout = _expr(u.in_layout), _expr(u.out_layout)
     if u.kind != "conv":
-        return [(float(positions), (cin, cout))]
+        return [(float(positions), (cin, cout, *applied))]
     if u.mode == "depthwise":
         return [(float(positions * u.kernel), (cout,))]
     if u.mode == "width":  # the group width (input channels per group) stays; the group count follows the width
@@ -72,7 +72,7 @@ def _weight_terms(u: LayerUse, positions: int) -> list[_Term]:
 
 def _flops_terms(u: LayerUse) -> list[_Term]:
     if u.kind in ("conv", "linear", "flops"):
-        return _weight_terms(u, u.positions)
+        return _weight_terms(u, u.positions, tuple(_expr(lay) for lay in u.position_layouts))
     return []
 
 

@@ -253,7 +253,15 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
 
     if w.input_layout is not None:
         seg_map(w.input_layout)
-    uses = tuple(replace(u, in_layout=seg_map(u.in_layout), out_layout=seg_map(u.out_layout)) for u in w.uses)
+    uses = tuple(
+        replace(
+            u,
+            in_layout=seg_map(u.in_layout),
+            out_layout=seg_map(u.out_layout),
+            position_layouts=tuple(seg_map(lay) for lay in u.position_layouts),  # type: ignore[misc]
+        )
+        for u in w.uses
+    )
     inlined = [
         (node.name, name, w.dims(node), tuple(node.meta["val"].shape))
         for name, node in traced.inlined_calls

@@ -35,7 +35,9 @@ class LayerUse:
             channel of parameters other than weight and bias (NFNet's ``gain``); for ``param``: 1 for an
             ``nn.Parameter``, 0 for a buffer.
         positions: How many times the weight is applied at batch 1 (output pixels of a conv, input pixels of a
-            transposed conv, tokens of a linear).
+            transposed conv, tokens of a linear), times the sizes of ``position_layouts``.
+        position_layouts: Layouts of a linear's leading input dims, when known: one that carries a channel group
+            (MLP-Mixer's token mixing runs once per channel) makes the cost follow that group's width.
     """
 
     module: str
@@ -53,6 +55,7 @@ class LayerUse:
     bias: bool = False
     per_channel: int = 0
     positions: int = 0
+    position_layouts: tuple[Layout, ...] = ()
 
 
 def extra_per_out_channel(mod: nn.Module) -> int:

@@ -194,8 +194,9 @@ class Walker:
         if kind == "conv":
             transposed = bool(getattr(mod, "transposed", False))
             positions = math.prod((in_shape if transposed else out_shape)[2:]) * out_shape[0]
+            lead: tuple[Layout, ...] = ()
         else:
-            positions = math.prod(in_shape) // max(in_shape[-1], 1)
+            positions, lead = self._linear_positions(src, in_shape)
         extra = extra_per_out_channel(mod)
         self.uses.append(
             LayerUse(
@@ -214,6 +215,7 @@ class Walker:
                 bias,
                 extra,
                 positions,
+                lead,
             )
         )
 
@@ -243,10 +245,21 @@ class Walker:
             )
         )
 
+    def _linear_positions(self, src: Any, in_shape: tuple[int, ...]) -> tuple[int, tuple[Layout, ...]]:
+        """How often a Linear's weight is applied: the input's leading dims, as layouts when they are known.
+
+        The layouts matter when a leading dim carries a channel group: a Linear over a transposed map (MLP-Mixer's
+        token mixing) is applied once per channel, so its cost follows that group's width.
+        """
+        dims = self.dims(src)
+        if isinstance(dims, tuple) and len(dims) == len(in_shape) and in_shape:
+            return 1, tuple(dims[:-1])
+        return (math.prod(in_shape[:-1]) if in_shape else 0), ()
+
     def flops_linear(self, node: fx.Node, in_l: Layout, out_l: Layout) -> None:
         src = node.args[0]
         in_shape = tuple(src.meta["val"].shape) if isinstance(src, fx.Node) else ()
-        positions = math.prod(in_shape) // max(in_shape[-1], 1) if in_shape else 0
+        positions, lead = self._linear_positions(src, in_shape)
         self.uses.append(
             LayerUse(
                 node.name,
@@ -260,6 +273,7 @@ class Walker:
                 in_shape,
                 tuple(node.meta["val"].shape),
                 positions=positions,
+                position_layouts=lead,
             )
         )
 
