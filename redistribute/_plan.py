@@ -249,6 +249,12 @@ def plan_from_widths(graph: ChannelGraph, widths: dict[int, int], **fields: obje
     dist = distribution(graph, str(fields.get("scope", "conv")), None, int(fields.get("divisor", 1)))  # type: ignore[call-overload]
     for g in graph.groups:
         w = widths.get(g.id, g.width)
+        if g.tie is not None and g.fixed is None:  # checked even when unchanged: its source may have moved
+            src, num, den = g.tie
+            if w * den != widths.get(src, graph.groups[src].width) * num:
+                raise ConstraintError(
+                    f"width {w} of group g{g.id} ({g.signature}) breaks its tie: it must be g{src} x {num}/{den}"
+                )
         if w == g.width:
             continue
         if g.fixed is not None:
@@ -261,12 +267,6 @@ def plan_from_widths(graph: ChannelGraph, widths: dict[int, int], **fields: obje
                 f"width {w!r} of group g{g.id} ({g.signature}) breaks its constraint ({g.constraints or 'none'}): "
                 f"use a positive multiple of {step} up to {MAX_WIDTH}"
             )
-        if g.tie is not None:
-            src, num, den = g.tie
-            if w * den != widths.get(src, graph.groups[src].width) * num:
-                raise ConstraintError(
-                    f"width {w} of group g{g.id} ({g.signature}) breaks its tie: it must be g{src} x {num}/{den}"
-                )
     full = {g.id: int(widths.get(g.id, g.width)) for g in graph.groups}
     cost_model = CostModel(graph)
     match = str(fields.get("match", "none"))

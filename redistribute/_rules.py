@@ -88,6 +88,9 @@ def _conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     else:
         out_l = w.table.fresh(mod.out_channels, name)
         mode = "none" if groups == 1 else w.group_policy(name)
+        if mode == "count" and sum(seg.space is not None for seg in w.table.resolve(in_l)) > 1:
+            # group boundaries are channel positions: resizing one part of a concatenation moves the others
+            w.table.fix(in_l, f"{name} has groups={groups} over concatenated channels")
         if mode == "count":
             w.require_multiple(in_l, groups, f"{name} has groups={groups}")
             w.require_multiple(out_l, groups, f"{name} has groups={groups}")
@@ -152,6 +155,13 @@ _register_timm()
 @module_rule(nn.Flatten)
 def _flatten_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     return w.reshape(node, node.args[0])
+
+
+@module_rule(nn.ChannelShuffle)
+def _channel_shuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    x = w.dims(node.args[0])
+    w.table.fix(x[1], f"'{node.target}' (nn.ChannelShuffle) interleaves channels")
+    return x
 
 
 def passthrough_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
@@ -397,11 +407,21 @@ def _split(w: Walker, node: fx.Node) -> Dims:
     x = w.dims(node.args[0])
     vals = node.meta["val"]
     dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
-    if str(getattr(node.target, "__name__", node.target)) == "unbind":
+    name = str(getattr(node.target, "__name__", node.target))
+    if name == "unbind":
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
     dim = int(dim) % len(x)  # type: ignore[call-overload]
     sizes = [v.shape[dim] if v.ndim == len(x) else 1 for v in vals]
     parts = w.split_layout(node, x[dim], sizes)
+    if name != "unbind" and sum(seg.space is not None for seg in w.table.resolve(x[dim])) > 1:
+        # parts of a concatenation: chunk keeps them equal; literal split sizes keep them as they are
+        sections = node.args[1] if len(node.args) > 1 else node.kwargs.get("split_size_or_sections")
+        equal = len(set(sizes)) == 1
+        if name == "chunk" or (isinstance(sections, fx.Node) and equal):  # equal shares of the tensor's own size
+            for part in parts[1:]:
+                w.tie(part, parts[0], 1, 1, f"chunk at '{node.name}'")
+        else:
+            w.table.fix(x[dim], f"split at '{node.name}' has sizes that do not follow the parts")
     out = []
     for v, part in zip(vals, parts, strict=False):
         if v.ndim == len(x):

@@ -36,10 +36,8 @@ KINDS = (
     "shuffle_module",
 )  # fmt: skip
 
-#: The kinds :func:`archs` draws by default. ``shuffle_module`` (``nn.ChannelShuffle``) is left out: the walker
-#: treats it as channel-preserving, so resizing the group it shuffles changes the function (a strict xfail in
-#: ``tests/test_properties.py`` pins it).
-DEFAULT_KINDS = tuple(k for k in KINDS if k != "shuffle_module")
+#: The kinds :func:`archs` draws by default: all of them.
+DEFAULT_KINDS = KINDS
 
 
 @dataclass(frozen=True)
@@ -351,18 +349,17 @@ def archs(
     draw: st.DrawFn,
     max_blocks: int = 5,
     kinds: tuple[str, ...] = DEFAULT_KINDS,
-    aligned_splits: bool = False,
-    grouped_concat: bool = False,
+    aligned_splits: bool = True,
+    grouped_concat: bool = True,
 ) -> Arch:
     """A random :class:`Arch` of 1 to ``max_blocks`` blocks drawn from ``kinds``, at most two stride-2 steps.
 
-    Two known bugs are kept out unless asked for (strict xfails in ``tests/test_properties.py`` pin them); the
-    block is drawn as a ``conv`` block instead:
+    Two constructs that once hid walker bugs can be left out (the block is then drawn as a ``conv`` block):
 
-    * ``aligned_splits``: a ``split`` whose halves are exactly whole parts of a concatenation. The walker maps
-      the halves to the parts' groups, and resizing one part moves the split point.
-    * ``grouped_concat``: a shuffle block (its grouped 1x1 conv) reading a concatenation. Group boundaries are
-      absolute channel positions, so resizing a part moves channels into other groups.
+    * ``aligned_splits``: a ``split`` whose halves are exactly whole parts of a concatenation (the walker ties
+      the parts equal, so the split point cannot move).
+    * ``grouped_concat``: a shuffle block (its grouped 1x1 conv) reading a concatenation (the walker fixes the
+      parts: group boundaries are absolute channel positions).
     """
     stem = draw(_widths)
     n = draw(st.integers(1, max_blocks))

@@ -7,9 +7,8 @@ params equal what ``FlopCounterMode`` (conv + mm + addmm, halved) and ``paramete
 function; the spec file rebuilds the same model, weights included; the caller's model is untouched. Further tests
 check that a spec's bytes do not depend on the trace or the process.
 
-Three constructs are kept out of the random architectures because of known bugs, each pinned by a strict xfail
-below: ``nn.ChannelShuffle``, a split whose halves are whole parts of a concatenation, and a grouped conv reading
-a concatenation.
+Three constructs once broke the surgery and have minimal repros below: ``nn.ChannelShuffle``, a split whose halves
+are whole parts of a concatenation, and a grouped conv reading a concatenation; the generator draws them too.
 
 The default run checks at least 200 distinct architectures (derandomized, so CI is deterministic). A long run::
 
@@ -40,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 import redistribute
-from redistribute import ChannelGraph, InfeasibleTargetError, Plan, TraceError
+from redistribute import ChannelGraph, ConstraintError, InfeasibleTargetError, Plan, TraceError
 from redistribute._plan import plan_from_widths
 from redistribute.cli import app
 
@@ -267,8 +266,8 @@ def test_generator_builds_every_block_kind(kind: str) -> None:
         assert model(torch.randn(1, *SIZE)).shape == (1, 10)
     graph = redistribute.trace(model, SIZE)
     reasons = " ".join(g.fixed or "" for g in graph.groups)
-    if kind in ("shuffle", "split"):
-        assert ("reshape" if kind == "shuffle" else "split") in reasons
+    if kind in ("shuffle", "shuffle_module", "split"):
+        assert {"shuffle": "reshape", "shuffle_module": "ChannelShuffle", "split": "split"}[kind] in reasons
     else:
         assert set(reasons.split()) <= {"model", "input", "output;", "input;", "output"}, reasons
         assert len(_settable(graph)) >= 3
@@ -276,16 +275,10 @@ def test_generator_builds_every_block_kind(kind: str) -> None:
 
 def test_aligned_splits_are_detected() -> None:
     assert aligned_split((8, 8)) and aligned_split((4, 4, 8)) and not aligned_split((8,)) and not aligned_split((4, 8))
-    assert "shuffle_module" in KINDS and "shuffle_module" not in DEFAULT_KINDS
+    assert "shuffle_module" in KINDS and DEFAULT_KINDS == KINDS
 
 
-# -- known bugs found by the generator (minimal repros) -------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (_rules/_walk): nn.ChannelShuffle is traced as channel-preserving and its group stays free, so a "
-    "width change permutes other channels into other positions: growing conv 8 -> 12 before ChannelShuffle(2) "
-    "changes the output (the view/transpose shuffle is fixed correctly)",
-)
+# -- bugs the generator found (minimal repros, fixed) -------------------------------------------------------
 def test_channel_shuffle_module_growth_preserves_function() -> None:
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -307,12 +300,6 @@ def test_channel_shuffle_module_growth_preserves_function() -> None:
         torch.testing.assert_close(new(x), m(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (_walk.split_layout): chunk(2) of cat([a(x), b(x)]) with equal parts maps each half to one part's "
-    "group, so resizing a (4 -> 8) moves the split point and the rebuilt model fails in forward "
-    "('expected input[1, 6, 8, 8] to have 8 channels'); the parts must be tied equal, or fixed",
-)
 def test_chunk_of_concatenation_survives_resizing_one_part() -> None:
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -329,21 +316,20 @@ def test_chunk_of_concatenation_survives_resizing_one_part() -> None:
     m = Net().eval()
     g = redistribute.trace(m, (3, 8, 8))
     a = next(grp for grp in g.groups if grp.producers == ("a",))
-    if a.fixed is not None or a.tie is not None:  # fixed, or tied to its sibling: resizing alone is refused
+    b = next(grp for grp in g.groups if grp.producers == ("b",))
+    if a.fixed is not None:  # fixing the parts is a correct fix too
         return
-    new = redistribute.apply(m, plan_from_widths(g, {a.id: 8})).eval()
+    if b.tie is not None or a.tie is not None:  # tied equal: resizing one alone is refused before surgery
+        with pytest.raises(ConstraintError, match="breaks its tie"):
+            plan_from_widths(g, {a.id: 8})
+        widths = {a.id: 8, b.id: 8}
+    else:
+        widths = {a.id: 8}
+    new = redistribute.apply(m, plan_from_widths(g, widths)).eval()
     with torch.no_grad():
         assert new(torch.randn(1, 3, 8, 8)).shape == (1, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (_rules._conv / _walk.require_multiple): a grouped conv keeping its group count that reads a "
-    "concatenation only requires each part to be a multiple of the group count, but its group boundaries are "
-    "absolute channel positions: growing part a (4 -> 6) in cat([a (4), b (8)]) -> Conv2d(12, 4, 1, groups=2) "
-    "moves b's channels into the other group and changes the output; such parts must be fixed (or resized so "
-    "every group keeps its share of every part)",
-)
 def test_grouped_conv_over_concatenation_growth_preserves_function() -> None:
     class Net(nn.Module):
         def __init__(self) -> None:
