@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from . import _heads, _rules, _rules_heads  # noqa: F401  (_rules_heads registers matmul and attention rules)
+from . import _heads, _rules, _rules_heads, _rules_modules  # noqa: F401  (importing registers their rules)
 from ._sizes import SizeSources, check_sizes
 from ._spaces import Layout, Segment, SpaceTable, const, layout_size
 from ._uses import LayerUse, extra_per_out_channel
@@ -95,7 +95,7 @@ class Walker:
                 if has_state:
                     out = self.unknown(node, f"no rule for module '{name}' ({type(mod).__name__})")
                 else:
-                    out = _rules.passthrough_module(self, node, mod)
+                    out = _rules_modules.passthrough_module(self, node, mod)
             else:
                 out = rule(self, node, mod)
         val = node.meta.get("val")

@@ -1,0 +1,111 @@
+"""Channel rules for leaf modules: convolutions, linears, norms (timm's included), flatten, channel shuffle.
+
+Registered in :data:`redistribute._rules.MODULE_RULES` (looked up along the MRO) when this module is imported;
+:func:`passthrough_module` is the walker's rule for parameterless leaves that no rule names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import fx, nn
+
+from ._rules import Dims, ModuleRule, module_rule, shape_of
+from ._spaces import const
+
+if TYPE_CHECKING:
+    from ._walk import Walker
+
+__all__ = ["passthrough_module"]
+
+
+@module_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    assert isinstance(mod, nn.modules.conv._ConvNd)
+    x = w.dims(node.args[0])
+    name = str(node.target)
+    in_l, groups = x[1], mod.groups
+    if groups > 1 and groups == mod.in_channels == mod.out_channels:
+        out_l, mode = in_l, "depthwise"
+    else:
+        out_l = w.table.fresh(mod.out_channels, name)
+        mode = "none" if groups == 1 else w.group_policy(name)
+        if mode == "count" and sum(seg.space is not None for seg in w.table.resolve(in_l)) > 1:
+            # group boundaries are channel positions: resizing one part of a concatenation moves the others
+            w.table.fix(in_l, f"{name} has groups={groups} over concatenated channels")
+        if mode == "count":
+            w.require_multiple(in_l, groups, f"{name} has groups={groups}")
+            w.require_multiple(out_l, groups, f"{name} has groups={groups}")
+        elif mode == "width":
+            w.require_block(in_l, mod.in_channels // groups, name)
+            w.require_block(out_l, mod.out_channels // groups, name)
+            w.tie(out_l, in_l, mod.out_channels, mod.in_channels, name)
+    w.use_layer(node, "conv", in_l, out_l, mode=mode)
+    return (x[0], out_l, *tuple(const(s) for s in shape_of(node)[2:]))
+
+
+@module_rule(nn.Linear)
+def _linear(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    x = w.dims(node.args[0])
+    out_l = w.table.fresh(mod.out_features, str(node.target))  # type: ignore[arg-type]
+    w.use_layer(node, "linear", x[-1], out_l)
+    return (*tuple(x[:-1]), out_l)
+
+
+def _norm(channel_dim: int) -> ModuleRule:
+    def rule(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+        x = w.dims(node.args[0])
+        d = channel_dim % len(x)
+        num_groups = getattr(mod, "num_groups", 1)
+        if num_groups not in (1, shape_of(node)[d]):
+            w.require_multiple(x[d], num_groups, f"{node.target} has num_groups={num_groups}")
+        w.use_member(node, "norm", x[d], dim=d)
+        return x
+
+    return rule
+
+
+module_rule(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)(_norm(1))
+module_rule(nn.LayerNorm)(_norm(-1))
+
+
+def _register_timm() -> None:
+    try:
+        from timm.layers import norm, norm_act
+    except ImportError:  # pragma: no cover
+        return
+    for cls_name in ("LayerNorm2d", "RmsNorm2d", "SimpleNorm2d"):
+        if hasattr(norm, cls_name):
+            module_rule(getattr(norm, cls_name))(_norm(1))
+    for cls_name in ("LayerNormAct2d", "GroupNormAct", "GroupNorm1Act", "BatchNormAct2d", "FrozenBatchNormAct2d"):
+        if hasattr(norm_act, cls_name):
+            module_rule(getattr(norm_act, cls_name))(_norm(1))
+    for cls_name in ("RmsNorm", "SimpleNorm", "LayerNormAct"):
+        if hasattr(norm, cls_name):
+            module_rule(getattr(norm, cls_name))(_norm(-1))
+    if hasattr(norm_act, "LayerNormAct"):
+        module_rule(norm_act.LayerNormAct)(_norm(-1))
+    if hasattr(norm, "GroupNorm"):
+        module_rule(norm.GroupNorm)(_norm(1))
+    if hasattr(norm, "GroupNorm1"):
+        module_rule(norm.GroupNorm1)(_norm(1))
+
+
+_register_timm()
+
+
+@module_rule(nn.Flatten)
+def _flatten_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    return w.reshape(node, node.args[0])
+
+
+@module_rule(nn.ChannelShuffle)
+def _channel_shuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    x = w.dims(node.args[0])
+    w.table.fix(x[1], f"'{node.target}' (nn.ChannelShuffle) interleaves channels")
+    return x
+
+
+def passthrough_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """Parameterless leaves (activations, dropout, pooling, upsampling): keep every dim whose size survives."""
+    return w.keep_dims(node, node.args[0])
