@@ -18,6 +18,8 @@ activation memory, measured latency), builds each variant and measures its laten
 from __future__ import annotations
 
 from ._api import redistribute as redistribute
+from ._attention import HeadSpec as HeadSpec
+from ._attention import register_attention as register_attention
 from ._calibrate import folder_batches as folder_batches
 from ._calibrate import noise_batches as noise_batches
 from ._calibrate import recalibrate_bn_ as recalibrate_bn_
@@ -111,6 +113,7 @@ __all__ = [
     "CostReport",
     "DataError",
     "EpochMetrics",
+    "HeadSpec",
     "InfeasibleTargetError",
     "LatencyMatch",
     "OutputError",
@@ -147,6 +150,7 @@ __all__ = [
     "plot_plans",
     "recalibrate_bn_",
     "redistribute",
+    "register_attention",
     "register_group_width_block",
     "register_template",
     "save_spec",

@@ -17,7 +17,7 @@ from conftest import flop_counter_macs, num_params
 from torch import nn
 
 import redistribute
-from redistribute._attention import HeadSpec, register_attention
+from redistribute import HeadSpec, register_attention
 from redistribute._plan import plan_from_widths
 from redistribute._surgery import select_channels
 
