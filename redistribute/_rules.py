@@ -320,12 +320,23 @@ def _split(w: Walker, node: fx.Node) -> Dims:
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
     dim = int(dim) % len(x)  # type: ignore[call-overload]
     sizes = [v.shape[dim] if v.ndim == len(x) else 1 for v in vals]
-    parts = w.split_layout(node, x[dim], sizes)
-    if name != "unbind" and sum(seg.space is not None for seg in w.table.resolve(x[dim])) > 1:
+    sections = node.args[1] if len(node.args) > 1 else node.kwargs.get("split_size_or_sections")
+    equal = len(set(sizes)) == 1
+    shares = name == "chunk" or (isinstance(sections, fx.Node) and equal)  # equal shares of the tensor's own size
+    resolved = w.table.resolve(x[dim])
+    if shares and equal and len(sizes) > 1 and len(resolved) == 1 and resolved[0].space is not None:
+        # one group cut in equal shares (a gated MLP's chunk(2)): the group becomes copies of one share
+        part = w.table.fresh(sizes[0], f"{node.name}.share")
+        if resolved[0].repeat == 1:
+            w.table.unify(w.table.atom(resolved[0].space), part * len(sizes), node.name)
+        else:
+            w.table.fix(x[dim], f"split at '{node.name}' cuts through interleaved channels")
+        parts = [part] * len(sizes)
+    else:
+        parts = w.split_layout(node, x[dim], sizes)
+    if name != "unbind" and sum(seg.space is not None for seg in resolved) > 1:
         # parts of a concatenation: chunk keeps them equal; literal split sizes keep them as they are
-        sections = node.args[1] if len(node.args) > 1 else node.kwargs.get("split_size_or_sections")
-        equal = len(set(sizes)) == 1
-        if name == "chunk" or (isinstance(sections, fx.Node) and equal):  # equal shares of the tensor's own size
+        if shares:
             for part in parts[1:]:
                 w.tie(part, parts[0], 1, 1, f"chunk at '{node.name}'")
         else:

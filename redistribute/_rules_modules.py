@@ -39,7 +39,7 @@ def _conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
         elif mode == "width":
             w.require_block(in_l, mod.in_channels // groups, name)
             w.require_block(out_l, mod.out_channels // groups, name)
-            w.tie(out_l, in_l, mod.out_channels, mod.in_channels, name)
+            w.tie(out_l, in_l, mod.out_channels, mod.in_channels, f"grouped conv {name}")
     w.use_layer(node, "conv", in_l, out_l, mode=mode)
     return (x[0], out_l, *tuple(const(s) for s in shape_of(node)[2:]))
 
@@ -69,26 +69,33 @@ module_rule(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instanceno
 module_rule(nn.LayerNorm)(_norm(-1))
 
 
+#: timm's norm layers (``timm.layers.norm`` / ``norm_act``) by class name: channels at dim 1 (NCHW) or last.
+_TIMM_NORMS: dict[str, tuple[tuple[str, ...], int]] = {
+    "norm": (("LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d", "RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d",
+              "SimpleNorm2dFp32", "GroupNorm", "GroupNorm1"), 1),
+    "norm_act": (("LayerNormAct2d", "LayerNormAct2dFp32", "RmsNormAct2d", "RmsNormAct2dFp32", "GroupNormAct",
+                  "GroupNorm1Act", "BatchNormAct2d", "FrozenBatchNorm2d", "FrozenBatchNormAct2d"), 1),
+    "norm_last": (("RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32", "LayerNormFp32"), -1),
+    "norm_act_last": (("LayerNormAct", "LayerNormActFp32", "RmsNorm", "RmsNormAct", "RmsNormActFp32"), -1),
+}  # fmt: skip
+
+
 def _register_timm() -> None:
     try:
         from timm.layers import norm, norm_act
     except ImportError:  # pragma: no cover
         return
-    for cls_name in ("LayerNorm2d", "RmsNorm2d", "SimpleNorm2d"):
-        if hasattr(norm, cls_name):
-            module_rule(getattr(norm, cls_name))(_norm(1))
-    for cls_name in ("LayerNormAct2d", "GroupNormAct", "GroupNorm1Act", "BatchNormAct2d", "FrozenBatchNormAct2d"):
-        if hasattr(norm_act, cls_name):
-            module_rule(getattr(norm_act, cls_name))(_norm(1))
-    for cls_name in ("RmsNorm", "SimpleNorm", "LayerNormAct"):
-        if hasattr(norm, cls_name):
-            module_rule(getattr(norm, cls_name))(_norm(-1))
-    if hasattr(norm_act, "LayerNormAct"):
-        module_rule(norm_act.LayerNormAct)(_norm(-1))
-    if hasattr(norm, "GroupNorm"):
-        module_rule(norm.GroupNorm)(_norm(1))
-    if hasattr(norm, "GroupNorm1"):
-        module_rule(norm.GroupNorm1)(_norm(1))
+    for key, (names, dim) in _TIMM_NORMS.items():
+        where = norm if key.startswith("norm") and not key.startswith("norm_act") else norm_act
+        for cls_name in names:
+            cls = getattr(where, cls_name, None)
+            if isinstance(cls, type):
+                module_rule(cls)(_norm(dim))
+    try:  # torchvision's FrozenBatchNorm2d (detection backbones)
+        from torchvision.ops.misc import FrozenBatchNorm2d
+    except ImportError:  # pragma: no cover
+        return
+    module_rule(FrozenBatchNorm2d)(_norm(1))
 
 
 _register_timm()

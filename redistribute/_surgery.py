@@ -40,8 +40,8 @@ def _score_sources(graph: ChannelGraph) -> dict[int, list[LayerUse]]:
         lay = u.out_layout
         if lay is not None and len(lay) == 1 and lay[0].space is not None and u.kind in ("conv", "linear", "norm"):
             sources.setdefault(lay[0].space, []).append(u)
-        elif lay and lay[0].space is not None and u.kind == "linear" and set(lay) == {lay[0]}:
-            sources.setdefault(lay[0].space, []).append(u)  # copies of one group: attention heads (qkv)
+        elif lay and lay[0].space is not None and u.kind in ("conv", "linear") and set(lay) == {lay[0]}:
+            sources.setdefault(lay[0].space, []).append(u)  # copies of one group: attention heads, a GLU's halves
     return sources
 
 
@@ -61,7 +61,7 @@ def _score(model: nn.Module, width: int, uses: list[LayerUse], importance: str) 
             w = weight.detach()
             if getattr(m, "transposed", False):
                 w = w.transpose(0, 1)
-            if u.kind == "linear" and w.shape[0] != width and w.shape[0] % width == 0:  # heads: score per head dim
+            if w.shape[0] != width and w.shape[0] % width == 0:  # copies of the group: score per copy, summed
                 w = w.reshape(w.shape[0] // width, width, -1).transpose(0, 1)
             if w.shape[0] != width:
                 continue

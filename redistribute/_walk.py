@@ -288,7 +288,7 @@ class Walker:
         if len(rd) == 1 and len(rs) == 1 and rd[0].space is not None and rs[0].space is not None:
             self.table.ties.append((rd[0].space, rs[0].space, num, den))
         else:
-            self.table.fix(dep + src, f"grouped conv {why} joins concatenated channels")
+            self.table.fix(dep + src, f"{why} ties parts of a concatenation")
 
     def unknown(self, node: fx.Node, reason: str | None = None) -> Any:
         """Fix every space that reaches ``node`` and give its outputs constant dims."""

@@ -39,6 +39,19 @@ def _swin() -> nn.Module:
     return SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2))
 
 
+def _frozen_timm() -> nn.Module:
+    from timm.layers import freeze_batch_norm_2d
+
+    return freeze_batch_norm_2d(timm.create_model("test_resnet"))
+
+
+def _frozen_torchvision() -> nn.Module:
+    from torchvision.models import resnet18
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    return resnet18(norm_layer=FrozenBatchNorm2d)
+
+
 def _mixer() -> nn.Module:
     from timm.models.mlp_mixer import MlpMixer
 
@@ -56,6 +69,8 @@ CASES = [
     Case("NFNet: scaled weight-standardised conv, gain", _timm("test_nfnet"), (3, 64, 64)),
     Case("MambaOut: channels-last gated split", _timm("test_mambaout"), (3, 64, 64)),
     Case("MaxViT: MBConv + window/grid attention", _timm("test_maxvit"), (3, 160, 160)),
+    Case("FrozenBatchNorm2d (timm)", _frozen_timm, (3, 64, 64)),
+    Case("FrozenBatchNorm2d (torchvision ResNet18)", _frozen_torchvision, (3, 64, 64)),
     Case("group width kept (RegNet)", _timm("regnetx_002"), (3, 64, 64)),
     Case("hard-swish SE with rounding (MobileNetV3)", _timm("mobilenetv3_small_050"), (3, 64, 64)),
     Case("ghost modules: concat then slice", _timm("ghostnet_050"), (3, 64, 64)),

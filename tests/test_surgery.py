@@ -7,12 +7,14 @@ import dataclasses
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from conftest import HAND_BUILT, INPUT, group_of, make_net, num_params, state_hash
 from torch import nn
 
 import redistribute
 from redistribute import ConstraintError, UsageError
 from redistribute._plan import plan_from_widths
+from redistribute._surgery import select_channels
 
 SIZE = (3, 64, 64)
 TEMPLATES = ["base", "a", "b", "c", "d", "e"]
@@ -348,3 +350,39 @@ def test_trace_and_apply_copy_cached_non_leaf_tensors() -> None:
     assert new.conv.out_channels != 8
     assert new(x).shape == (1, 4)
     assert new.cache["cpu"].data_ptr() != m.cache["cpu"].data_ptr()
+
+
+class _GatedMlp(nn.Module):
+    """SwiGLU-style: one projection chunked into value and gate halves, multiplied channel by channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 16, 4, 4)
+        self.fc1 = nn.Linear(16, 2 * 24)
+        self.fc2 = nn.Linear(24, 16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        value, gate = self.fc1(x).chunk(2, dim=-1)
+        x = x + self.fc2(value * F.silu(gate))
+        return self.head(x.mean(1))
+
+
+def test_gated_mlp_halves_are_copies_of_one_group() -> None:
+    torch.manual_seed(0)
+    m = _GatedMlp().eval()
+    g = redistribute.trace(m, (3, 16, 16))
+    hidden = next(grp for grp in g.groups if grp.producers == ("fc1",))
+    assert hidden.fixed is None and hidden.width == 24
+    x = torch.randn(2, 3, 16, 16)
+    grown = redistribute.apply(m, plan_from_widths(g, {hidden.id: 40})).eval()
+    assert grown.fc1.out_features == 80 and grown.fc2.in_features == 40
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), m(x), atol=1e-5, rtol=1e-5)
+    shrunk = redistribute.apply(m, plan_from_widths(g, {hidden.id: 8})).eval()
+    with torch.no_grad():
+        assert shrunk(x).shape == (2, 5)
+    kept = select_channels(m, plan_from_widths(g, {hidden.id: 8}))[hidden.id]
+    torch.testing.assert_close(shrunk.fc1.weight[:8], m.fc1.weight[kept])  # value half
+    torch.testing.assert_close(shrunk.fc1.weight[8:], m.fc1.weight[24 + kept])  # the gate half keeps the same ones
