@@ -304,7 +304,14 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
     for g in range(n):
         root = roots[g]
         prods = sorted(producers[g], key=lambda p: p[0])
-        filters = [p for p in prods if p[2].kind == "conv" or len(p[2].in_shape) >= 4]
+        # a Linear over channels-last feature maps (ConvNeXt) filters like a conv; one over another 4-D tensor whose
+        # last dim carries no channel group (CaiT's talking heads mix attention heads) does not
+        filters = [
+            p
+            for p in prods
+            if p[2].kind == "conv"
+            or (len(p[2].in_shape) >= 4 and any(seg.space is not None for seg in p[2].in_layout or ()))
+        ]
         kind = "conv" if filters else ("linear" if prods else "none")
         first = (filters or prods)[0][2] if prods else None
         stage: tuple[int, ...] = ()
