@@ -18,7 +18,7 @@ TIMM_MODELS = ["test_resnet", "test_efficientnet", "test_convnext", "test_byobne
 SIZE = (3, 64, 64)
 TEMPLATES = ["a", "b", "c", "d", "e"]
 # models built only from torch.nn leaves, where "a forward hook on each leaf module" is well defined
-# (timm's BatchNormAct2d is a leaf to the tracer but has Identity/ReLU children; see the xfail below)
+# (timm's BatchNormAct2d is a leaf to the tracer but has Identity/ReLU children, so a hook count differs there)
 MEMORY_MODELS = {"test_resnet"}
 
 _cache: dict[str, tuple[nn.Module, ChannelGraph]] = {}
