@@ -193,9 +193,8 @@ def channel_normalized_groups(model: nn.Module, graph: ChannelGraph) -> dict[int
     return found
 
 
-def _check_fits(model: nn.Module, plan: Plan) -> None:
+def _check_fits(model: nn.Module, modules: Mapping[str, nn.Module], plan: Plan) -> None:
     """Refuse a plan traced from another model: every layer it resizes must exist with its traced width."""
-    modules = dict(model.named_modules())
     source = plan.graph.model_class or "another model"
     for u in plan.graph.uses:
         if u.kind not in ("conv", "linear"):
@@ -213,7 +212,8 @@ def _check_fits(model: nn.Module, plan: Plan) -> None:
 
 def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
     """Resize ``model`` *in place* to ``plan``'s widths and return it. See :func:`apply`."""
-    _check_fits(model, plan)
+    modules = dict(model.named_modules(remove_duplicate=False))  # get_submodule walks getattr each call
+    _check_fits(model, modules, plan)
     maps = select_channels(model, plan, importance)
     grown = [gid for gid, idx in maps.items() if bool((idx < 0).any())]
     if grown:
@@ -227,19 +227,29 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
                     normalized[gid],
                 )
     done: set[tuple[str, int]] = set()
+    expanded: dict[Layout, torch.Tensor | None] = {}
+
+    def expand(layout: Layout | None) -> torch.Tensor | None:
+        """One index map per distinct layout: a DenseNet concat feeds a norm and a conv, built once."""
+        if layout is None:
+            return None
+        if layout not in expanded:
+            expanded[layout] = _expand(layout, maps)
+        return expanded[layout]
+
     with torch.no_grad():
         for u in plan.graph.uses:
             key = (u.module, u.dim if u.kind == "param" else -1)
             if key in done or u.kind == "flops":
                 continue
             done.add(key)
-            in_idx, out_idx = _expand(u.in_layout, maps), _expand(u.out_layout, maps)
+            in_idx, out_idx = expand(u.in_layout), expand(u.out_layout)
             if in_idx is None and out_idx is None:
                 continue
             if u.kind == "param":
                 _resize_param(model, u, out_idx)  # type: ignore[arg-type]
                 continue
-            m = model.get_submodule(u.module)
+            m = modules[u.module]
             handler = _handler(m) or (resize_norm_like if u.kind == "norm" else None)
             if handler is None:
                 raise ConstraintError(
