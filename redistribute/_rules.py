@@ -350,6 +350,16 @@ def _split(w: Walker, node: fx.Node) -> Dims:
     return out
 
 
+@function_rule(F.pixel_shuffle, torch.pixel_shuffle, F.pixel_unshuffle, torch.pixel_unshuffle)
+def _functional_pixel_shuffle(w: Walker, node: fx.Node) -> Dims:
+    from ._rules_modules import pixel_shuffle
+
+    factor = node.args[1] if len(node.args) > 1 else next(iter(node.kwargs.values()), None)
+    if not isinstance(factor, int):
+        return w.unknown(node)
+    return pixel_shuffle(w, node, factor, unshuffle=node.target in (F.pixel_unshuffle, torch.pixel_unshuffle))
+
+
 @function_rule(F.layer_norm, F.group_norm, F.batch_norm, F.instance_norm, F.rms_norm)
 def _functional_norm(w: Walker, node: fx.Node) -> Dims:
     x = w.dims(node.args[0])

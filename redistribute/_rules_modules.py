@@ -1,4 +1,4 @@
-"""Channel rules for leaf modules: convolutions, linears, norms (timm's included), flatten, channel shuffle.
+"""Channel rules for leaf modules: convolutions, linears, norms (timm's included), flatten, channel and pixel shuffles.
 
 Registered in :data:`redistribute._rules.MODULE_RULES` (looked up along the MRO) when this module is imported;
 :func:`passthrough_module` is the walker's rule for parameterless leaves that no rule names.
@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from torch import fx, nn
 
 from ._rules import Dims, ModuleRule, module_rule, shape_of
-from ._spaces import const
+from ._spaces import Segment, const
 
 if TYPE_CHECKING:
     from ._walk import Walker
 
-__all__ = ["passthrough_module"]
+__all__ = ["passthrough_module", "pixel_shuffle"]
 
 
 @module_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -111,6 +111,33 @@ def _channel_shuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     x = w.dims(node.args[0])
     w.table.fix(x[1], f"'{node.target}' (nn.ChannelShuffle) interleaves channels")
     return x
+
+
+def pixel_shuffle(w: Walker, node: fx.Node, factor: int, unshuffle: bool) -> Dims:
+    """``PixelShuffle(r)``: output channel ``c`` reads input channels ``c*r*r ... c*r*r + r*r - 1``, so the input's
+    channels are the output's, each repeated ``r*r`` times in a row (``PixelUnshuffle``: the other way round)."""
+    x = w.dims(node.args[0])
+    out_shape = shape_of(node)
+    if not isinstance(x, tuple) or len(x) != 4 or len(out_shape) != 4:
+        return w.unknown(node)
+    block = factor * factor
+    spatial = tuple(const(s) for s in out_shape[2:])
+    resolved = w.table.resolve(x[1])
+    if unshuffle:  # (C, H, W) -> (C*r*r, H/r, W/r)
+        return (x[0], tuple(Segment(s.space, s.width, s.repeat * block) for s in resolved), *spatial)
+    out = w.table.fresh(out_shape[1], f"{node.name}.channels")  # (C*r*r, H, W) -> (C, H*r, W*r)
+    w.table.unify(x[1], (Segment(out[0].space, out_shape[1], block),), node.name)
+    return (x[0], out, *spatial)
+
+
+@module_rule(nn.PixelShuffle)
+def _pixel_shuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    return pixel_shuffle(w, node, int(mod.upscale_factor), unshuffle=False)  # type: ignore[attr-defined]
+
+
+@module_rule(nn.PixelUnshuffle)
+def _pixel_unshuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    return pixel_shuffle(w, node, int(mod.downscale_factor), unshuffle=True)  # type: ignore[attr-defined]
 
 
 def passthrough_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:

@@ -292,9 +292,12 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
         raise
     except Exception as exc:
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise TraceError(
-            f"cannot trace {type(model).__name__}: {msg}. Hint: pass a model whose forward takes one tensor"
-        ) from exc
+        hint = (
+            "create submodules in __init__, not inside forward"
+            if "not installed as a submodule" in msg
+            else "pass a model whose forward takes one tensor"
+        )
+        raise TraceError(f"cannot trace {type(model).__name__}: {msg}. Hint: {hint}") from exc
     return TracedModel(
         graph=graph,
         input_shape=tuple(input_shape),

@@ -386,3 +386,37 @@ def test_gated_mlp_halves_are_copies_of_one_group() -> None:
     kept = select_channels(m, plan_from_widths(g, {hidden.id: 8}))[hidden.id]
     torch.testing.assert_close(shrunk.fc1.weight[:8], m.fc1.weight[kept])  # value half
     torch.testing.assert_close(shrunk.fc1.weight[8:], m.fc1.weight[24 + kept])  # the gate half keeps the same ones
+
+
+class _PixelShuffleNet(nn.Module):
+    def __init__(self, functional: bool, unshuffle: bool) -> None:
+        super().__init__()
+        self.functional, self.unshuffle = functional, unshuffle
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(64 if unshuffle else 4, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+        self.shuffle = nn.PixelUnshuffle(2) if unshuffle else nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c1(x)
+        if self.functional:
+            x = F.pixel_unshuffle(x, 2) if self.unshuffle else F.pixel_shuffle(x, 2)
+        else:
+            x = self.shuffle(x)
+        return self.fc(self.c2(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "function"])
+@pytest.mark.parametrize("unshuffle", [False, True], ids=["shuffle", "unshuffle"])
+def test_pixel_shuffle_groups_grow_function_preservingly(functional: bool, unshuffle: bool) -> None:
+    """PixelShuffle(2): each channel after it is 4 channels before it, so c1's width moves in steps of 4."""
+    torch.manual_seed(0)
+    m = _PixelShuffleNet(functional, unshuffle).eval()
+    g = redistribute.trace(m, (3, 8, 8))
+    c1 = next(grp for grp in g.groups if "c1" in grp.producers)
+    assert c1.fixed is None and c1.width == (16 if unshuffle else 4)
+    new = redistribute.apply(m, plan_from_widths(g, {c1.id: 2 * c1.width})).eval()
+    assert new.c1.out_channels == 32 and new.c2.in_channels == (128 if unshuffle else 8)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), m(x), atol=1e-5, rtol=1e-5)
