@@ -131,6 +131,14 @@ class _Tracer(fx.Tracer):
             parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {}, proxy_factory_fn=factory)
         return parameter_proxy_cache[name]
 
+    def create_arg(self, a: Any) -> Any:
+        """fx's ``create_arg`` with parameters and buffers found by identity, not by scanning the whole model."""
+        if isinstance(a, torch.Tensor):
+            name = self._param_names.get(id(a)) if isinstance(a, nn.Parameter) else self._buffer_names.get(id(a))
+            if name is not None:
+                return self.create_node("get_attr", name, (), {})
+        return super().create_arg(a)
+
     # -- leaves ---------------------------------------------------------------------------------------------
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.forced_leaves:

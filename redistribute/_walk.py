@@ -30,6 +30,7 @@ class Walker:
 
     def __init__(self, root: nn.Module, group_policy: Callable[[str], str], opaque: dict[str, str]) -> None:
         self.root = root
+        self.modules = dict(root.named_modules(remove_duplicate=False))  # get_submodule walks getattr per call
         self.table = SpaceTable()
         self.uses: list[LayerUse] = []
         self.outputs: list[tuple[str, str, tuple[Layout, ...], tuple[int, ...]]] = []  # (node, module, dims, shape)
@@ -85,7 +86,7 @@ class Walker:
 
     def _visit_module(self, node: fx.Node) -> Any:
         name = str(node.target)
-        mod = self.root.get_submodule(name)
+        mod = self.modules[name]
         if name in self._opaque:
             out = self.unknown(node, f"module '{name}' cannot be traced ({self._opaque[name]})")
         else:
@@ -187,7 +188,7 @@ class Walker:
         src = node.args[0]
         in_shape = tuple(src.meta["val"].shape) if isinstance(src, fx.Node) else ()
         out_shape = tuple(node.meta["val"].shape)
-        mod = self.root.get_submodule(name)
+        mod = self.modules[name]
         kernel = math.prod(getattr(mod, "kernel_size", (1,)))
         groups = int(getattr(mod, "groups", 1))
         bias = getattr(mod, "bias", None) is not None
@@ -227,7 +228,7 @@ class Walker:
         elif first is None:
             self._first_call[name] = (None, layout)
         size = sum(s.size for s in layout)
-        mod = self.root.get_submodule(name)
+        mod = self.modules[name]
         per_channel = sum(1 for p in mod.parameters(recurse=False) if p.ndim == 1 and p.shape[0] == size)
         self.uses.append(
             LayerUse(
