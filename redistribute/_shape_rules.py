@@ -147,6 +147,19 @@ def _reduce(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _empty(shape, x.dtype)
 
 
+def _matmul(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``a @ b`` with both at least 2-D: broadcast batch dims, then ``(n, k) @ (k, m) -> (n, m)``."""
+    if len(args) != 2 or kwargs:
+        return None
+    a, b = args
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.ndim < 2 or b.ndim < 2:
+        return None
+    if a.shape[-1] != b.shape[-2] or a.dtype != b.dtype:
+        return None
+    batch = _broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
+    return None if batch is None else _empty((*batch, a.shape[-2], b.shape[-1]), a.dtype)
+
+
 def _flatten(args: tuple[Any, ...], kwargs: dict[str, Any], start: int = 0, end: int = -1) -> Any:
     x = args[0]
     start = kwargs.get("start_dim", args[1] if len(args) > 1 else start)
@@ -187,6 +200,7 @@ def _adaptive_pool_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict
 
 FUNCTION_SHAPES: dict[Any, ShapeFn] = {f: _like_first for f in _SAME_SHAPE_FUNCTIONS}
 FUNCTION_SHAPES.update({torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.flatten: _flatten})
+FUNCTION_SHAPES.update({operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _matmul})
 FUNCTION_SHAPES[F.scaled_dot_product_attention] = _attention
 FUNCTION_SHAPES[torch.cat] = _cat
 for _op in (operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul):
@@ -195,6 +209,7 @@ METHOD_SHAPES: dict[str, ShapeFn] = {n: _like_first for n in ("sigmoid", "relu",
 METHOD_SHAPES.update({n: _broadcast for n in ("add", "sub", "mul", "div")})
 METHOD_SHAPES.update({n: _reduce for n in ("mean", "sum", "amax", "amin")})
 METHOD_SHAPES["flatten"] = _flatten
+METHOD_SHAPES.update({"matmul": _matmul, "bmm": _matmul})
 
 _SAME_SHAPE_MODULES: tuple[type, ...] = (
     nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,

@@ -99,3 +99,17 @@ def test_mismatched_inputs_are_left_to_torch() -> None:
     assert meta_value("call_module", None, nn.Linear(5, 3), (X,), {}) == (False, None)
     assert meta_value("call_function", operator.add, None, (X, _meta(3, 1, 1)), {}) == (False, None)
     assert meta_value("call_method", "mean", None, (X, 4), {}) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [((2, 3, 5, 7), (2, 3, 7, 4)), ((3, 5, 7), (7, 4)), ((1, 3, 5, 7), (2, 1, 7, 4)), ((5, 7), (2, 7, 4))],
+)
+def test_matmul(a: tuple[int, ...], b: tuple[int, ...]) -> None:
+    _check("call_function", operator.matmul, None, (_meta(*a), _meta(*b)), {})
+    _check("call_method", "matmul", None, (_meta(*a), _meta(*b)), {})
+
+
+def test_matmul_of_vectors_and_mismatches_is_left_to_torch() -> None:
+    assert meta_value("call_function", operator.matmul, None, (_meta(7), _meta(7, 4)), {}) == (False, None)
+    assert meta_value("call_function", operator.matmul, None, (_meta(5, 6), _meta(7, 4)), {}) == (False, None)
