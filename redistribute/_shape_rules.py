@@ -198,6 +198,25 @@ def _adaptive_pool_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict
     return _empty((*x.shape[:-2], *out), x.dtype)
 
 
+def _rnn_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``nn.LSTM``/``nn.GRU``/``nn.RNN`` on an unpacked, 3-D input with no initial state: ``(output, h_n[, c_n])``.
+
+    On the meta device torch runs these step by step in Python (seconds for a Sequencer); the shapes are known.
+    """
+    assert isinstance(module, nn.RNNBase)
+    x = args[0] if args else None
+    if len(args) != 1 or kwargs or not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != module.input_size:
+        return None
+    dirs = 2 if module.bidirectional else 1
+    out = module.proj_size if getattr(module, "proj_size", 0) else module.hidden_size
+    batch = x.shape[0] if module.batch_first else x.shape[1]
+    output = _empty((*x.shape[:-1], dirs * out), x.dtype)
+    h_n = _empty((module.num_layers * dirs, batch, out), x.dtype)
+    if isinstance(module, nn.LSTM):
+        return output, (h_n, _empty((module.num_layers * dirs, batch, module.hidden_size), x.dtype))
+    return output, h_n
+
+
 FUNCTION_SHAPES: dict[Any, ShapeFn] = {f: _like_first for f in _SAME_SHAPE_FUNCTIONS}
 FUNCTION_SHAPES.update({torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce, torch.flatten: _flatten})
 FUNCTION_SHAPES.update({operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _matmul})
@@ -220,6 +239,7 @@ MODULE_SHAPES: dict[type, ShapeFn] = {t: _like_first for t in _SAME_SHAPE_MODULE
 EXACT_MODULE_SHAPES: dict[type, Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]] = {
     nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Conv3d: _conv_module, nn.Linear: _linear_module,
     nn.Flatten: _flatten_module, nn.AdaptiveAvgPool2d: _adaptive_pool_module, nn.AdaptiveMaxPool2d: _adaptive_pool_module,
+    nn.LSTM: _rnn_module, nn.GRU: _rnn_module, nn.RNN: _rnn_module,
 }  # fmt: skip
 
 

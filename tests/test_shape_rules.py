@@ -113,3 +113,22 @@ def test_matmul(a: tuple[int, ...], b: tuple[int, ...]) -> None:
 def test_matmul_of_vectors_and_mismatches_is_left_to_torch() -> None:
     assert meta_value("call_function", operator.matmul, None, (_meta(7), _meta(7, 4)), {}) == (False, None)
     assert meta_value("call_function", operator.matmul, None, (_meta(5, 6), _meta(7, 4)), {}) == (False, None)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        nn.LSTM(7, 6, batch_first=True),
+        nn.LSTM(7, 6, num_layers=2, bidirectional=True, proj_size=4),
+        nn.GRU(7, 5, bidirectional=True),
+        nn.RNN(7, 3, num_layers=3),
+    ],
+    ids=repr,
+)
+def test_recurrent_modules(module: nn.Module) -> None:
+    x = _meta(2, 9, 7)
+    known, value = meta_value("call_module", None, module, (x,), {})
+    real = module.to("meta")(x)
+    assert known
+    flat = lambda v: [v] if isinstance(v, torch.Tensor) else [t for item in v for t in flat(item)]  # noqa: E731
+    assert [tuple(t.shape) for t in flat(value)] == [tuple(t.shape) for t in flat(real)]
