@@ -19,7 +19,7 @@ from torch import nn
 
 from ._uses import LayerUse
 
-__all__ = ["HANDLERS", "register_handler", "resize_tensor", "take"]
+__all__ = ["HANDLERS", "forget_prepared", "register_handler", "resize_tensor", "take"]
 
 Handler = Callable[[nn.Module, LayerUse, "torch.Tensor | None", "torch.Tensor | None"], None]
 HANDLERS: dict[type, Handler] = {}
@@ -53,6 +53,11 @@ def _prepare(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     kept, new = idx.clamp(min=0), (idx < 0).nonzero().flatten()
     _PREPARED[id(idx)] = (idx, kept, new)
     return kept, new
+
+
+def forget_prepared() -> None:
+    """Drop the prepared index maps (surgery calls this when it is done, so no map outlives it)."""
+    _PREPARED.clear()
 
 
 def take(t: torch.Tensor, dim: int, idx: torch.Tensor, fill: str | float) -> torch.Tensor:

@@ -23,7 +23,7 @@ from ._clone import copy_sharing_tensors, unshare
 from ._errors import ConstraintError, UsageError
 from ._gcpause import gc_paused
 from ._graph import ChannelGraph
-from ._handlers import HANDLERS, resize_norm_like, take
+from ._handlers import HANDLERS, forget_prepared, resize_norm_like, take
 from ._plan import IMPORTANCE, Plan, check_options
 from ._spaces import Layout
 from ._uses import LayerUse
@@ -237,25 +237,28 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
             expanded[layout] = _expand(layout, maps)
         return expanded[layout]
 
-    with torch.no_grad():
-        for u in plan.graph.uses:
-            key = (u.module, u.dim if u.kind == "param" else -1)
-            if key in done or u.kind == "flops":
-                continue
-            done.add(key)
-            in_idx, out_idx = expand(u.in_layout), expand(u.out_layout)
-            if in_idx is None and out_idx is None:
-                continue
-            if u.kind == "param":
-                _resize_param(model, u, out_idx)  # type: ignore[arg-type]
-                continue
-            m = modules[u.module]
-            handler = _handler(m) or (resize_norm_like if u.kind == "norm" else None)
-            if handler is None:
-                raise ConstraintError(
-                    f"no resize handler for layer '{u.module}' ({type(m).__name__}); its group must stay fixed"
-                )
-            handler(m, u, in_idx, out_idx)  # type: ignore[operator]
+    try:
+        with torch.no_grad():
+            for u in plan.graph.uses:
+                key = (u.module, u.dim if u.kind == "param" else -1)
+                if key in done or u.kind == "flops":
+                    continue
+                done.add(key)
+                in_idx, out_idx = expand(u.in_layout), expand(u.out_layout)
+                if in_idx is None and out_idx is None:
+                    continue
+                if u.kind == "param":
+                    _resize_param(model, u, out_idx)  # type: ignore[arg-type]
+                    continue
+                m = modules[u.module]
+                handler = _handler(m) or (resize_norm_like if u.kind == "norm" else None)
+                if handler is None:
+                    raise ConstraintError(
+                        f"no resize handler for layer '{u.module}' ({type(m).__name__}); its group must stay fixed"
+                    )
+                handler(m, u, in_idx, out_idx)  # type: ignore[operator]
+    finally:
+        forget_prepared()
     _fix_metadata(model, plan)
     return model
 
