@@ -11,13 +11,23 @@ import copy
 import io
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["FlopCounts", "count_flops"]
+__all__ = ["FlopCounts", "count_flops", "sdpa_on_cpu"]
 
 _logger = logging.getLogger(__name__)
+
+
+def sdpa_on_cpu() -> dict[Any, Any]:
+    """A ``FlopCounterMode`` ``custom_mapping`` for SDPA's CPU kernel, which it has no formula for (flash's fits)."""
+    from torch.utils.flop_counter import sdpa_flop_count  # lazy: keeps torch's flop counter out of import time
+
+    return {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v)
+    }
 
 
 @dataclass(frozen=True)
@@ -42,14 +52,11 @@ def count_flops(model: nn.Module, input_size: tuple[int, ...]) -> FlopCounts:
     """
     import thop
     from ptflops import get_model_complexity_info
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+    from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.randn(1, *input_size)
     m = copy.deepcopy(model).cpu().eval()
-    cpu_sdpa = {  # FlopCounterMode has no formula for the CPU kernel of SDPA; the flash-attention one fits
-        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v)
-    }
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as fc:
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=sdpa_on_cpu()) as fc:
         m(x)
     sink = io.StringIO()
     with torch.no_grad(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
+
+from redistribute._flop_counters import sdpa_on_cpu
 
 INPUT = (3, 32, 32)
 
@@ -24,18 +26,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-#: FlopCounterMode has no formula for the CPU kernel of F.scaled_dot_product_attention; its flash-attention one fits.
-SDPA_ON_CPU = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v)
-}
-
-
 def flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
     """MACs of convolutions and matmuls (bias excluded) at ``x``'s batch, as counted by ``FlopCounterMode``."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=SDPA_ON_CPU) as fc:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=sdpa_on_cpu()) as fc:
             model(x)
     finally:
         model.train(was_training)

@@ -87,13 +87,6 @@ CASES = [
     Case("Swin: windows, relative position bias", _swin, (3, 32, 32), "all"),
     Case("MLP-Mixer: token mixing", _mixer, (3, 64, 64), "all"),
 ]
-_XFAIL: dict[str, str] = {}
-
-
-def _param(case: Case) -> object:
-    reason = _XFAIL.get(case.family)
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(case, id=case.family, marks=marks)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,7 +94,7 @@ def _one_thread(one_thread: None) -> None:
     return None
 
 
-@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.family for c in CASES])
 def test_family_redistributes(case: Case) -> None:
     torch.manual_seed(0)
     model = case.build().eval()
