@@ -63,6 +63,13 @@ app = typer.Typer(
 )
 
 
+# options shared by the main command and `compare`
+_Divisor = Annotated[int, typer.Option(help="widths are multiples of this")]
+_Ratio = Annotated[float | None, typer.Option(help="template range r (default: widest/narrowest stage of the base)")]
+_Scope = Annotated[str, typer.Option(help="conv: conv-produced groups; all: linear-produced too")]
+_InputSize = Annotated[str | None, typer.Option("--input-size", help="C,H,W (default: the model's own)")]
+
+
 def _parse_size(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -90,12 +97,10 @@ def run(
         str, typer.Option(help="metric held equal: flops, params, memory (analytic), latency (measured), none")
     ] = "flops",
     tolerance: Annotated[float, typer.Option(help="relative tolerance of the match")] = 0.005,
-    divisor: Annotated[int, typer.Option(help="widths are multiples of this")] = 8,
-    ratio: Annotated[
-        float | None, typer.Option(help="template range r (default: widest/narrowest stage of the base)")
-    ] = None,
-    scope: Annotated[str, typer.Option(help="conv: conv-produced groups; all: linear-produced too")] = "conv",
-    input_size: Annotated[str | None, typer.Option("--input-size", help="C,H,W (default: the model's own)")] = None,
+    divisor: _Divisor = 8,
+    ratio: _Ratio = None,
+    scope: _Scope = "conv",
+    input_size: _InputSize = None,
     out: Annotated[Path | None, typer.Option(help="folder for spec.json and weights.safetensors")] = None,
     force: Annotated[bool, typer.Option(help="overwrite results already in --out")] = False,
     pretrained: Annotated[
@@ -278,12 +283,10 @@ def compare(
     tolerance: Annotated[
         float, typer.Option(help="relative tolerance of the match (latency: at least the base's noise)")
     ] = 0.005,
-    divisor: Annotated[int, typer.Option(help="widths are multiples of this")] = 8,
-    ratio: Annotated[
-        float | None, typer.Option(help="template range r (default: widest/narrowest stage of the base)")
-    ] = None,
-    scope: Annotated[str, typer.Option(help="conv: conv-produced groups; all: linear-produced too")] = "conv",
-    input_size: Annotated[str | None, typer.Option("--input-size", help="C,H,W (default: the model's own)")] = None,
+    divisor: _Divisor = 8,
+    ratio: _Ratio = None,
+    scope: _Scope = "conv",
+    input_size: _InputSize = None,
     device: Annotated[str, typer.Option(help="where the variants are timed: cpu or cuda")] = "cpu",
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per timed forward pass")] = 1,
     min_time: Annotated[
