@@ -69,15 +69,15 @@ module_rule(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instanceno
 module_rule(nn.LayerNorm)(_norm(-1))
 
 
-#: timm's norm layers (``timm.layers.norm`` / ``norm_act``) by class name: channels at dim 1 (NCHW) or last.
-_TIMM_NORMS: dict[str, tuple[tuple[str, ...], int]] = {
-    "norm": (("LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d", "RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d",
+#: timm's norm layers: (module of ``timm.layers``, class names, channel dim: 1 for NCHW or -1 for last).
+_TIMM_NORMS: tuple[tuple[str, tuple[str, ...], int], ...] = (
+    ("norm", ("LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d", "RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d",
               "SimpleNorm2dFp32", "GroupNorm", "GroupNorm1"), 1),
-    "norm_act": (("LayerNormAct2d", "LayerNormAct2dFp32", "RmsNormAct2d", "RmsNormAct2dFp32", "GroupNormAct",
+    ("norm_act", ("LayerNormAct2d", "LayerNormAct2dFp32", "RmsNormAct2d", "RmsNormAct2dFp32", "GroupNormAct",
                   "GroupNorm1Act", "BatchNormAct2d", "FrozenBatchNorm2d", "FrozenBatchNormAct2d"), 1),
-    "norm_last": (("RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32", "LayerNormFp32"), -1),
-    "norm_act_last": (("LayerNormAct", "LayerNormActFp32", "RmsNorm", "RmsNormAct", "RmsNormActFp32"), -1),
-}  # fmt: skip
+    ("norm", ("RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32", "LayerNormFp32"), -1),
+    ("norm_act", ("LayerNormAct", "LayerNormActFp32", "RmsNormAct", "RmsNormActFp32"), -1),
+)  # fmt: skip
 
 
 def _register_timm() -> None:
@@ -85,10 +85,10 @@ def _register_timm() -> None:
         from timm.layers import norm, norm_act
     except ImportError:  # pragma: no cover
         return
-    for key, (names, dim) in _TIMM_NORMS.items():
-        where = norm if key.startswith("norm") and not key.startswith("norm_act") else norm_act
+    modules = {"norm": norm, "norm_act": norm_act}
+    for where, names, dim in _TIMM_NORMS:
         for cls_name in names:
-            cls = getattr(where, cls_name, None)
+            cls = getattr(modules[where], cls_name, None)
             if isinstance(cls, type):
                 module_rule(cls)(_norm(dim))
     try:  # torchvision's FrozenBatchNorm2d (detection backbones)
