@@ -67,15 +67,23 @@ def _copy_value(value: Any, memo: dict[int, Any], tensor_fn: TensorFn) -> Any:
     return copy.deepcopy(value, memo)
 
 
-def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn) -> nn.Module:
+ClassFn = Callable[[type], "type | None"]
+
+
+def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn, class_fn: ClassFn | None = None) -> nn.Module:
     if id(m) in memo:  # a module registered twice stays one module
         return memo[id(m)]  # type: ignore[no-any-return]
-    new = m.__class__.__new__(m.__class__)
+    cls = (class_fn(m.__class__) if class_fn is not None else None) or m.__class__
+    new = cls.__new__(cls)
     memo[id(m)] = new
-    state: dict[str, Any] = {}
-    for key, value in m.__dict__.items():
+    state = m.__dict__.copy()
+    for key, value in state.items():
+        if type(value) in _ATOM_TYPES:  # most entries: nothing to do
+            continue
         if key == "_modules":
-            state[key] = {n: None if c is None else _copy_module(c, memo, tensor_fn) for n, c in value.items()}
+            state[key] = {
+                n: None if c is None else _copy_module(c, memo, tensor_fn, class_fn) for n, c in value.items()
+            }
         elif key in ("_parameters", "_buffers"):
             state[key] = {n: None if t is None else memo[id(t)] for n, t in value.items()}
         else:
@@ -88,20 +96,24 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
     return [t for m in model.modules() for s in (m._parameters, m._buffers) for t in s.values() if t is not None]
 
 
-def meta_copy(model: nn.Module) -> nn.Module:
+def meta_copy(model: nn.Module, class_fn: ClassFn | None = None, memo: dict[int, Any] | None = None) -> nn.Module:
     """A copy of ``model`` with every parameter and buffer on the meta device; no data is copied.
+
+    ``class_fn`` maps a module's class to the class its copy is made of (``None``: the same class); the tracer
+    uses it to build the copy from subclasses that carry its hooks. ``memo``, when given, is filled with what
+    each original module and tensor became, by ``id``.
 
     Example:
         >>> import torch
         >>> meta_copy(torch.nn.Conv2d(3, 8, 3)).weight.device.type
         'meta'
     """
-    memo: dict[int, Any] = {}
+    memo = {} if memo is None else memo
     for t in _tensors(model):
         if id(t) not in memo:
             meta = torch.empty_like(t, device="meta")
             memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
-    return _copy_module(model, memo, _to_meta)
+    return _copy_module(model, memo, _to_meta, class_fn)
 
 
 def _to_meta(t: torch.Tensor) -> torch.Tensor:

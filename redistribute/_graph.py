@@ -200,7 +200,8 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | str | None = None) -> 
     input_size = _input_size(model, input_size)
     leaf_types = frozenset(MODULE_RULES)
     traced = trace_model(model, (1, *tuple(input_size)), leaf_types)
-    walker = Walker(model, _policy_for(model), traced.opaque)
+    index = traced.index
+    walker = Walker(model, _policy_for(model), traced.opaque, index.modules if index is not None else None)
     walker.run(traced.graph)
     return _finalize(model, traced, walker)
 
@@ -402,7 +403,7 @@ def _meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any
             clf = get_classifier()
         except Exception:  # metadata is best effort
             clf = None
-        names = {m: n for n, m in model.named_modules()}
+        names = traced.index.paths if traced.index is not None else {m: n for n, m in model.named_modules()}
         clf_name = names.get(clf) if isinstance(clf, nn.Module) else None
         use = next((u for u in w.uses if u.module == clf_name and u.in_layout is not None), None)
         if use is not None and sum(s.size for s in use.in_layout) == head:  # type: ignore[union-attr]

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._hooked import base_type
+
 __all__ = ["EXACT_MODULE_SHAPES", "FUNCTION_SHAPES", "METHOD_SHAPES", "MODULE_SHAPES", "meta_value"]
 
 ShapeFn = Callable[[tuple[Any, ...], dict[str, Any]], Any]
@@ -259,7 +261,7 @@ def meta_value(
     elif op == "call_method":
         fn = METHOD_SHAPES.get(str(target))
     elif op == "call_module" and module is not None:
-        exact = EXACT_MODULE_SHAPES.get(type(module))
+        exact = EXACT_MODULE_SHAPES.get(base_type(module))
         if exact is not None:
             value = exact(module, args, kwargs) if args else None
             return value is not None, value

@@ -26,6 +26,8 @@ from torch import fx, nn
 
 from ._clone import meta_copy
 from ._errors import TraceError
+from ._hooked import all_hooked, base_type, hooked_class, trace_hooked
+from ._index import ModuleIndex, index_modules
 from ._shape_rules import meta_value
 
 __all__ = ["TracedModel", "trace_model"]
@@ -89,16 +91,20 @@ class _MetaAttribute(fx.proxy.Attribute, _MetaProxy):
 class _Tracer(fx.Tracer):
     """Traces a meta copy of a model, computing each node's value as it goes."""
 
-    def __init__(self, model: nn.Module, leaf_types: frozenset[type], autowrap: list[Any]) -> None:
+    def __init__(
+        self, model: nn.Module, index: ModuleIndex, leaf_types: frozenset[type], autowrap: list[Any], hooked: bool
+    ) -> None:
         fns = tuple(f for f in autowrap if callable(f))
         # No autowrapped modules: fx would patch every function of `math` on each trace; our proxies answer
         # float()/int() from their meta values, so math functions on shapes just work.
         super().__init__(autowrap_modules=(), autowrap_functions=fns, param_shapes_constant=True)
         self._model = model
         # fx patches nn.Module.__getattr__ while tracing, so get_submodule's getattr walk is slow: look up once
-        self._modules_by_name = dict(model.named_modules(remove_duplicate=False))
-        self._param_names = {id(p): n for n, p in reversed(list(model.named_parameters()))}
-        self._buffer_names = {id(b): n for n, b in reversed(list(model.named_buffers()))}
+        self._modules_by_name = index.modules
+        self._paths = index.paths
+        self._param_names = index.params
+        self._buffer_names = index.buffers
+        self._hooked = hooked
         self._leaf_types = leaf_types
         self._notrace, _ = _timm_notrace()
         self.forced_leaves: dict[str, str] = {}
@@ -139,6 +145,12 @@ class _Tracer(fx.Tracer):
                 return self.create_node("get_attr", name, (), {})
         return super().create_arg(a)
 
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        """fx's ``trace``; without patching ``nn.Module`` when ``root`` is built of hooked classes."""
+        if self._hooked and root is self._model:
+            return trace_hooked(self, root, concrete_args, self._paths)
+        return super().trace(root, concrete_args)
+
     # -- leaves ---------------------------------------------------------------------------------------------
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.forced_leaves:
@@ -146,7 +158,7 @@ class _Tracer(fx.Tracer):
         for t in type(m).__mro__:
             if t in self._leaf_types:
                 return True
-        if type(m) in self._notrace:
+        if base_type(m) in self._notrace:
             return False  # try to trace through timm's no-trace blocks; fall back to a black box below
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -264,6 +276,8 @@ class TracedModel:
         opaque: Qualified names of modules kept as black boxes, mapped to the reason.
         module_outputs: For every module called (leaf or not), the node holding its last output.
         marks: Named points of the forward (``"features"``: the output of ``forward_features``).
+        inlined_calls: Childless modules traced through rather than kept as leaves, with their output node.
+        index: The names of the *original* model's modules and tensors.
     """
 
     graph: fx.Graph
@@ -272,14 +286,18 @@ class TracedModel:
     module_outputs: dict[str, fx.Node] = field(default_factory=dict)
     marks: dict[str, fx.Node] = field(default_factory=dict)
     inlined_calls: tuple[tuple[str, fx.Node], ...] = ()
+    index: ModuleIndex | None = None
 
 
 def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: frozenset[type]) -> TracedModel:
     """Trace ``model`` on the meta device at ``input_shape`` (batch included). The model is not touched."""
-    meta = meta_copy(model)
+    index = index_modules(model)
+    memo: dict[int, Any] = {}
+    meta = meta_copy(model, hooked_class, memo)
     meta.eval()
+    meta_index = index.mapped(memo)
     _, autowrap = _timm_notrace()
-    tracer = _Tracer(meta, leaf_types, autowrap)
+    tracer = _Tracer(meta, meta_index, leaf_types, autowrap, all_hooked(meta_index.paths))
     tracer.meta_input = torch.empty(input_shape, device="meta")
     forward_features = getattr(meta, "forward_features", None)
     if callable(forward_features) and not isinstance(forward_features, nn.Module):
@@ -313,4 +331,5 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
         module_outputs=dict(tracer.module_outputs),
         marks=dict(tracer.marks),
         inlined_calls=tuple(tracer.inlined_calls),
+        index=index,
     )

@@ -28,9 +28,16 @@ _logger = logging.getLogger(__name__)
 class Walker:
     """Maps channel spaces over a traced graph (see module docstring)."""
 
-    def __init__(self, root: nn.Module, group_policy: Callable[[str], str], opaque: dict[str, str]) -> None:
+    def __init__(
+        self,
+        root: nn.Module,
+        group_policy: Callable[[str], str],
+        opaque: dict[str, str],
+        modules: dict[str, nn.Module] | None = None,
+    ) -> None:
         self.root = root
-        self.modules = dict(root.named_modules(remove_duplicate=False))  # get_submodule walks getattr per call
+        # by name, aliases included (get_submodule walks getattr per call); the tracer's index when given
+        self.modules = modules if modules is not None else dict(root.named_modules(remove_duplicate=False))
         self.table = SpaceTable()
         self.uses: list[LayerUse] = []
         self.outputs: list[tuple[str, str, tuple[Layout, ...], tuple[int, ...]]] = []  # (node, module, dims, shape)
