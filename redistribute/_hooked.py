@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,6 +46,7 @@ except ImportError:  # pragma: no cover - older torch
 _ORIG_CALL: Callable[..., Any] = nn.Module.__call__
 _ORIG_GETATTR: Callable[..., Any] = nn.Module.__getattr__
 _CONSTANT_TYPES: tuple[type, ...] = (torch.Tensor, torch.ScriptObject)
+_NOT_CONSTANT = frozenset({bool, int, float, str, tuple, dict, OrderedDict, list, set, type(None)})  # most attributes
 
 
 class _Active:
@@ -122,6 +124,30 @@ def base_type(module: nn.Module) -> type:
     return base if base is not None else cls
 
 
+class _Graph(fx.Graph):
+    """An ``fx.Graph`` whose ``create_node`` skips the scan of every argument for symbolic ints.
+
+    fx walks each new node's arguments with pytree to warn about raw ``SymInt`` values; a meta trace has none.
+    The node is created without arguments (no scan) and gets them right after, through the public setters.
+    """
+
+    def create_node(
+        self,
+        op: str,
+        target: Any,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        type_expr: Any | None = None,
+    ) -> fx.Node:
+        node = super().create_node(op, target, None, None, name, type_expr)
+        if args:
+            node.args = args
+        if kwargs:
+            node.kwargs = kwargs
+        return node
+
+
 def all_hooked(modules: Iterable[nn.Module]) -> bool:
     """Whether every one of ``modules`` is an instance of a hooked subclass."""
     return all("_redistribute_base" in type(m).__dict__ for m in modules)
@@ -145,11 +171,11 @@ def trace_hooked(
         fn = type(root).forward
         tracer.root_module_name = root._get_name()
         tracer.submodule_paths = paths
-        tracer.graph = fx.Graph(tracer_cls=type(tracer))
+        tracer.graph = _Graph(tracer_cls=type(tracer))
         tracer.tensor_attrs = {}
         for mod, prefix in paths.items():  # tensors kept as plain attributes: fx's constants
             for key, value in mod.__dict__.items():
-                if isinstance(value, _CONSTANT_TYPES):
+                if type(value) not in _NOT_CONSTANT and isinstance(value, _CONSTANT_TYPES):
                     tracer.tensor_attrs[value] = f"{prefix}.{key}" if prefix else key
         fn_globals = fn.__globals__
         fn, args = tracer.create_args_for_root(fn, True, concrete_args)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,10 @@ class _MetaAttribute(fx.proxy.Attribute, _MetaProxy):
     """``x.shape`` and friends: unpacking them uses the meta value, not fx's bytecode inspection."""
 
 
+_PROXY_TYPES = frozenset({_MetaProxy, _MetaAttribute, fx.Proxy, fx.proxy.ParameterProxy, fx.proxy.Attribute})
+_PLAIN_ARGS = frozenset({int, float, bool, str, type(None), type(...), torch.dtype, torch.device, torch.memory_format})
+
+
 class _Tracer(fx.Tracer):
     """Traces a meta copy of a model, computing each node's value as it goes."""
 
@@ -138,7 +142,19 @@ class _Tracer(fx.Tracer):
         return parameter_proxy_cache[name]
 
     def create_arg(self, a: Any) -> Any:
-        """fx's ``create_arg`` with parameters and buffers found by identity, not by scanning the whole model."""
+        """fx's ``create_arg`` with parameters and buffers found by identity, not by scanning the whole model.
+
+        Proxies, plain scalars and plain tuples/lists of them (nearly every argument) take a fast path by exact type.
+        """
+        kind = type(a)
+        if kind in _PROXY_TYPES:
+            return a.node
+        if kind in _PLAIN_ARGS:
+            return a
+        if kind is tuple:
+            return tuple([self.create_arg(x) for x in a])
+        if kind is list:
+            return [self.create_arg(x) for x in a]
         if isinstance(a, torch.Tensor):
             name = self._param_names.get(id(a)) if isinstance(a, nn.Parameter) else self._buffer_names.get(id(a))
             if name is not None:
@@ -212,6 +228,21 @@ class _Tracer(fx.Tracer):
         return proxy
 
     def _meta_of(self, a: Any) -> Any:
+        """``a`` with every node (in tuples, lists, dicts and slices) replaced by its meta value."""
+        kind = type(a)
+        if kind in _PLAIN_ARGS:
+            return a
+        if kind is tuple:
+            return tuple([self._meta_of(x) for x in a])
+        if isinstance(a, list):  # fx stores lists as immutable_list
+            return [self._meta_of(x) for x in a]
+        if isinstance(a, dict):
+            return {k: self._meta_of(v) for k, v in a.items()}
+        if kind is slice:
+            return slice(self._meta_of(a.start), self._meta_of(a.stop), self._meta_of(a.step))
+        if isinstance(a, tuple):  # torch.Size, named tuples
+            items = [self._meta_of(x) for x in a]
+            return kind(*items) if hasattr(a, "_fields") else kind(items)
         node = a.node if isinstance(a, fx.Proxy) else a
         if not isinstance(node, fx.Node):
             return a
@@ -230,8 +261,8 @@ class _Tracer(fx.Tracer):
             self._evaluating = False
 
     def _compute(self, node: fx.Node) -> Any:
-        args = fx.node.map_aggregate(node.args, self._meta_of)
-        kwargs = fx.node.map_aggregate(node.kwargs, self._meta_of)
+        args = self._meta_of(node.args)
+        kwargs = self._meta_of(node.kwargs) if node.kwargs else {}
         if node.op == "placeholder":  # the first input is the traced tensor; the others keep their defaults
             self._placeholders += 1
             if self._placeholders == 1 and self.meta_input is not None:
@@ -289,13 +320,22 @@ class TracedModel:
     index: ModuleIndex | None = None
 
 
+def _eval(modules: Iterable[nn.Module]) -> None:
+    """``root.eval()`` for a tree given as its modules, without ``nn.Module.__setattr__`` on each."""
+    for m in modules:
+        if type(m).train is nn.Module.train:
+            m.__dict__["training"] = False
+        else:  # an override (LeViT's attention-bias cache): let it run
+            m.train(False)
+
+
 def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: frozenset[type]) -> TracedModel:
     """Trace ``model`` on the meta device at ``input_shape`` (batch included). The model is not touched."""
     index = index_modules(model)
     memo: dict[int, Any] = {}
     meta = meta_copy(model, hooked_class, memo)
-    meta.eval()
     meta_index = index.mapped(memo)
+    _eval(meta_index.paths)
     _, autowrap = _timm_notrace()
     tracer = _Tracer(meta, meta_index, leaf_types, autowrap, all_hooked(meta_index.paths))
     tracer.meta_input = torch.empty(input_shape, device="meta")
