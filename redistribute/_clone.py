@@ -78,9 +78,14 @@ def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn, class_
     memo[id(m)] = new
     state = m.__dict__.copy()
     for key, value in state.items():
-        if type(value) in _ATOM_TYPES:  # most entries: nothing to do
+        kind = type(value)
+        if kind in _ATOM_TYPES:  # most entries: nothing to do
             continue
-        if key == "_modules":
+        if kind in _CONTAINERS and not value:  # nn.Module's own hook dicts, mostly
+            state[key] = value.copy()
+        elif kind is tuple and all(type(v) in _ATOM_TYPES for v in value):  # kernel_size, stride, ...
+            continue
+        elif key == "_modules":
             state[key] = {
                 n: None if c is None else _copy_module(c, memo, tensor_fn, class_fn) for n, c in value.items()
             }

@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - older torch
 _ORIG_CALL: Callable[..., Any] = nn.Module.__call__
 _ORIG_GETATTR: Callable[..., Any] = nn.Module.__getattr__
 _CONSTANT_TYPES: tuple[type, ...] = (torch.Tensor, torch.ScriptObject)
+_MODULE_KEYS = frozenset(nn.Module().__dict__)  # nn.Module's own bookkeeping (hook dicts, _parameters, ...)
 _NOT_CONSTANT = frozenset({bool, int, float, str, tuple, dict, OrderedDict, list, set, type(None)})  # most attributes
 
 
@@ -174,7 +175,9 @@ def trace_hooked(
         tracer.graph = _Graph(tracer_cls=type(tracer))
         tracer.tensor_attrs = {}
         for mod, prefix in paths.items():  # tensors kept as plain attributes: fx's constants
-            for key, value in mod.__dict__.items():
+            state = mod.__dict__
+            for key in sorted(state.keys() - _MODULE_KEYS):  # sorted: one name per tensor, whatever the hash seed
+                value = state[key]
                 if type(value) not in _NOT_CONSTANT and isinstance(value, _CONSTANT_TYPES):
                     tracer.tensor_attrs[value] = f"{prefix}.{key}" if prefix else key
         fn_globals = fn.__globals__

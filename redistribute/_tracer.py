@@ -112,6 +112,7 @@ class _Tracer(fx.Tracer):
         self._leaf_types = leaf_types
         self._notrace, _ = _timm_notrace()
         self.forced_leaves: dict[str, str] = {}
+        self._leaf_by_type: dict[type, bool] = {}
         self.module_outputs: dict[str, fx.Node] = {}
         self.inlined_calls: list[tuple[str, fx.Node]] = []
         self.marks: dict[str, fx.Node] = {}
@@ -171,6 +172,12 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.forced_leaves:
             return True
+        leaf = self._leaf_by_type.get(type(m))  # the rest depends on the class only
+        if leaf is None:
+            leaf = self._leaf_by_type[type(m)] = self._class_is_leaf(m, module_qualified_name)
+        return leaf
+
+    def _class_is_leaf(self, m: nn.Module, module_qualified_name: str) -> bool:
         for t in type(m).__mro__:
             if t in self._leaf_types:
                 return True
