@@ -30,6 +30,7 @@ _ATOMS = (
     torch.dtype, torch.device,
 )  # fmt: skip
 _CONTAINERS = (dict, OrderedDict, list, set)
+_META = torch.device("meta")
 _ATOM_TYPES = frozenset(_ATOMS)
 
 
@@ -116,13 +117,13 @@ def meta_copy(model: nn.Module, class_fn: ClassFn | None = None, memo: dict[int,
     memo = {} if memo is None else memo
     for t in _tensors(model):
         if id(t) not in memo:
-            meta = torch.empty_like(t, device="meta")
+            meta = torch.empty_like(t, device=_META)
             memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
     return _copy_module(model, memo, _to_meta, class_fn)
 
 
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
-    return torch.empty(t.shape, dtype=t.dtype, device="meta")
+    return torch.empty(t.shape, dtype=t.dtype, device=_META)
 
 
 def _detached_clone(t: torch.Tensor) -> torch.Tensor:

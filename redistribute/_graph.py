@@ -339,7 +339,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
             )
         )
     groups = _propagate_tie_fixes(groups)
-    base_params = sum(p.numel() for p in model.parameters())
+    base_params = traced.index.num_params if traced.index is not None else sum(p.numel() for p in model.parameters())
     meta = _meta_layouts(model, traced, w, seg_map)
     if not any(g.fixed is None for g in groups):
         _logger.info("no free channel group found in %s", type(model).__name__)

@@ -26,12 +26,14 @@ class ModuleIndex:
         paths: Each module's first qualified name (as ``named_modules()``).
         params: ``id`` of each parameter to its first qualified name (as ``named_parameters()``).
         buffers: ``id`` of each buffer to its first qualified name (as ``named_buffers()``).
+        num_params: Elements in all parameters, each shared one counted once.
     """
 
     modules: dict[str, nn.Module]
     paths: dict[nn.Module, str]
     params: dict[int, str]
     buffers: dict[int, str]
+    num_params: int = 0
 
     def mapped(self, memo: Mapping[int, Any]) -> ModuleIndex:
         """The index of a copy of the tree, given the copy's memo (``id`` of an original to its copy)."""
@@ -40,6 +42,7 @@ class ModuleIndex:
             paths={memo[id(m)]: n for m, n in self.paths.items()},
             params={id(memo[k]): n for k, n in self.params.items()},
             buffers={id(memo[k]): n for k, n in self.buffers.items()},
+            num_params=self.num_params,
         )
 
 
@@ -56,6 +59,7 @@ def index_modules(root: nn.Module) -> ModuleIndex:
     paths: dict[nn.Module, str] = {}
     params: dict[int, str] = {}
     buffers: dict[int, str] = {}
+    num_params = 0
     for name, m in modules.items():
         if m in paths:  # an alias: its tensors were named under the first name
             continue
@@ -64,7 +68,8 @@ def index_modules(root: nn.Module) -> ModuleIndex:
         for key, p in m._parameters.items():
             if p is not None and id(p) not in params:
                 params[id(p)] = prefix + key
+                num_params += p.numel()
         for key, b in m._buffers.items():
             if b is not None and id(b) not in buffers:
                 buffers[id(b)] = prefix + key
-    return ModuleIndex(modules=modules, paths=paths, params=params, buffers=buffers)
+    return ModuleIndex(modules=modules, paths=paths, params=params, buffers=buffers, num_params=num_params)

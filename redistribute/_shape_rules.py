@@ -26,9 +26,12 @@ __all__ = ["EXACT_MODULE_SHAPES", "FUNCTION_SHAPES", "METHOD_SHAPES", "MODULE_SH
 ShapeFn = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 
 
+_META = torch.device("meta")  # a device object, not the string: torch.empty skips parsing it (3.3 -> 2.1 us)
+
+
 def _empty(shape: Any, dtype: torch.dtype) -> torch.Tensor:
-    # torch.empty on "meta" costs ~25 us; empty_like/new_empty of a meta tensor go through Python refs (~1.5 ms)
-    return torch.empty(tuple(shape), dtype=dtype, device="meta")
+    # torch.empty on "meta" is cheap; empty_like/new_empty of a meta tensor go through Python refs (~1.5 ms)
+    return torch.empty(tuple(shape), dtype=dtype, device=_META)
 
 
 def _like_first(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -236,7 +236,7 @@ class Walker:
             self._first_call[name] = (None, layout)
         size = sum(s.size for s in layout)
         mod = self.modules[name]
-        per_channel = sum(1 for p in mod.parameters(recurse=False) if p.ndim == 1 and p.shape[0] == size)
+        per_channel = sum(1 for p in mod._parameters.values() if p is not None and p.ndim == 1 and p.shape[0] == size)
         self.uses.append(
             LayerUse(
                 name,
