@@ -7,7 +7,8 @@ about 1.5 ms an assignment. Four of them cost more than tracing a small model do
 
 The tracer works on a meta copy of the model that it owns, so the copy's modules can be built as instances of a
 *hooked subclass* of their class instead: same name, same MRO plus one class that defines ``__call__`` and
-``__getattr__`` to hand over to the active tracer (or behave exactly like ``nn.Module`` when none is active).
+``__getattr__`` to hand over to the active tracer (or defer to ``nn.Module``'s, whatever they are at that moment,
+when none is active: plain modules outside a trace, fx's patches inside fx's own ``trace``).
 The subclasses are made once per class and cached. :func:`trace_hooked` is ``fx.Tracer.trace`` minus the two
 patches; everything else it patches (``torch.fx.wrap`` functions, autowrapped functions in module globals) is
 patched as fx does. When the torch in use lacks one of the fx internals this relies on, or a class cannot be
@@ -24,9 +25,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.fx.traceback as fx_traceback
 from torch import fx, nn
 
-__all__ = ["all_hooked", "base_type", "hooked_class", "trace_hooked"]
+__all__ = ["LeanTracer", "all_hooked", "base_type", "hooked_class", "trace_hooked"]
 
 _logger = logging.getLogger(__name__)
 
@@ -66,8 +68,8 @@ _ACTIVE: contextvars.ContextVar[_Active | None] = contextvars.ContextVar("redist
 
 def _hooked_call(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     active = _ACTIVE.get()
-    if active is None:
-        return _ORIG_CALL(self, *args, **kwargs)
+    if active is None:  # nn.Module's own, whatever it is now (fx's patch, when fx's trace runs instead)
+        return nn.Module.__call__(self, *args, **kwargs)
 
     def forward(*a: Any, **k: Any) -> Any:
         return _ORIG_CALL(self, *a, **k)
@@ -80,11 +82,10 @@ def _hooked_call(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 
 def _hooked_getattr(self: nn.Module, name: str) -> Any:
-    value = _ORIG_GETATTR(self, name)
     active = _ACTIVE.get()
     if active is None:
-        return value
-    return active.tracer.getattr(name, value, active.param_cache)
+        return nn.Module.__getattr__(self, name)
+    return active.tracer.getattr(name, _ORIG_GETATTR(self, name), active.param_cache)
 
 
 _HOOKED: dict[type, type | None] = {}
@@ -147,6 +148,44 @@ class _Graph(fx.Graph):
         if kwargs:
             node.kwargs = kwargs
         return node
+
+
+class LeanTracer(fx.Tracer):
+    """``fx.Tracer`` with its per-node bookkeeping cut to what an analysed (never executed) graph needs.
+
+    Each node keeps ``meta["nn_module_stack"]``; fx's deprecated ``node_name_to_scope`` table is not filled, and a
+    leaf module's call skips the ``Scope`` context (two object copies per call) that only fills that table.
+    Under ``torch.fx.traceback.preserve_node_meta()`` everything is done as fx does.
+    """
+
+    def create_node(
+        self,
+        kind: str,
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None = None,
+        type_expr: Any | None = None,
+    ) -> fx.Node:
+        if self.check_mutable_operations or self.record_stack_traces or fx_traceback.has_preserved_node_meta():
+            return super().create_node(kind, target, args, kwargs, name, type_expr)
+        node = self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        if self.module_stack:
+            node.meta["nn_module_stack"] = self.module_stack.copy()
+        return node
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        name = self.path_of_module(m)
+        if not self.is_leaf_module(m, name) or fx_traceback.has_preserved_node_meta():
+            return super().call_module(m, forward, args, kwargs)
+        calls = self.num_calls.get(name, 0)
+        key = f"{name}@{calls}" if calls else name
+        self.module_stack[key] = (name, type(m))
+        self.num_calls[name] = calls + 1
+        try:
+            return self.create_proxy("call_module", name, args, kwargs)
+        finally:
+            self.module_stack.popitem(last=True)
 
 
 def all_hooked(modules: Iterable[nn.Module]) -> bool:

@@ -26,7 +26,7 @@ from torch import fx, nn
 
 from ._clone import meta_copy
 from ._errors import TraceError
-from ._hooked import all_hooked, base_type, hooked_class, trace_hooked
+from ._hooked import LeanTracer, all_hooked, base_type, hooked_class, trace_hooked
 from ._index import ModuleIndex, index_modules
 from ._shape_rules import meta_value
 
@@ -92,7 +92,7 @@ _PROXY_TYPES = frozenset({_MetaProxy, _MetaAttribute, fx.Proxy, fx.proxy.Paramet
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None), type(...), torch.dtype, torch.device, torch.memory_format})
 
 
-class _Tracer(fx.Tracer):
+class _Tracer(LeanTracer):
     """Traces a meta copy of a model, computing each node's value as it goes."""
 
     def __init__(
