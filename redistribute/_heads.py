@@ -40,10 +40,8 @@ def _owner(w: Walker, node: fx.Node) -> tuple[str, nn.Module] | None:
     key = next(reversed(stack))
     value = stack[key]
     path = value[0] if isinstance(value, tuple) and value and isinstance(value[0], str) else key
-    try:
-        return path, w.root.get_submodule(path)
-    except AttributeError:
-        return None
+    module = w.modules.get(path)
+    return None if module is None else (path, module)
 
 
 def regroup(w: Walker, node: fx.Node, lays: list[Layout], out_sizes: list[int], trailing: bool) -> list[Layout]:

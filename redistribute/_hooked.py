@@ -32,7 +32,7 @@ __all__ = ["LeanTracer", "all_hooked", "base_type", "hooked_class", "trace_hooke
 
 _logger = logging.getLogger(__name__)
 
-try:  # fx internals (present since torch 2.3); without them tracing uses fx's own patching
+try:  # fx internals (torch 2.14 has them); without any of them, tracing uses fx's own patching
     from torch.fx._symbolic_trace import (
         _autowrap_check,
         _get_is_fx_tracing,
@@ -205,7 +205,6 @@ def trace_hooked(
     """
     previous = _get_is_fx_tracing()
     _set_is_fx_tracing(True)
-    token = None
     try:
         tracer.root = root
         fn = type(root).forward

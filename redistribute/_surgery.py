@@ -45,16 +45,16 @@ def _score_sources(graph: ChannelGraph) -> dict[int, list[LayerUse]]:
     return sources
 
 
-def _score(model: nn.Module, width: int, uses: list[LayerUse], importance: str) -> torch.Tensor:
+def _score(modules: Mapping[str, nn.Module], width: int, uses: list[LayerUse], importance: str) -> torch.Tensor:
     score = torch.zeros(width, dtype=torch.float64)
     for u in uses:
         if importance == "bn" and u.kind == "norm":
-            w = getattr(model.get_submodule(u.module), "weight", None)
+            w = getattr(modules[u.module], "weight", None)
             if w is not None and w.shape[0] == width:
                 score += w.detach().abs().double().cpu()
             continue
         if importance != "bn" and u.kind in ("conv", "linear"):
-            m = model.get_submodule(u.module)
+            m = modules[u.module]
             weight = getattr(m, "weight", None)
             if weight is None:
                 continue
@@ -94,18 +94,30 @@ def channel_scores(model: nn.Module, graph: ChannelGraph, importance: str = "l1"
     """Per-channel importance of every group (``float64``, one score per channel), as shrinking uses it."""
     check_options(importance=importance)
     sources = _score_sources(graph)
-    return {g.id: _score(model, g.width, sources.get(g.id, []), importance) for g in graph.groups}
+    modules = _by_name(model)
+    return {g.id: _score(modules, g.width, sources.get(g.id, []), importance) for g in graph.groups}
+
+
+def _by_name(model: nn.Module) -> dict[str, nn.Module]:
+    """Every module by qualified name, aliases included (``get_submodule`` walks ``getattr`` on each call)."""
+    return dict(model.named_modules(remove_duplicate=False))
 
 
 def select_channels(
-    model: nn.Module, plan: Plan, importance: str = "l1", scores: Mapping[int, torch.Tensor] | None = None
+    model: nn.Module,
+    plan: Plan,
+    importance: str = "l1",
+    scores: Mapping[int, torch.Tensor] | None = None,
+    modules: Mapping[str, nn.Module] | None = None,
 ) -> dict[int, torch.Tensor]:
     """For every group whose width changes, the old channel kept at each new position (``-1`` = new).
 
-    ``scores`` (from :func:`channel_scores`, same ``importance``) saves scoring again when the caller has them.
+    ``scores`` (from :func:`channel_scores`, same ``importance``) saves scoring again when the caller has them;
+    ``modules`` (``model``'s modules by name, aliases included) saves walking the model for them.
     """
     check_options(importance=importance)
     graph = plan.graph
+    modules = modules if modules is not None else (_by_name(model) if scores is None else {})
     maps: dict[int, torch.Tensor] = {}
     sources = _score_sources(graph) if scores is None else {}
     order = sorted(graph.groups, key=lambda g: (g.tie is not None, g.id))
@@ -131,7 +143,7 @@ def select_channels(
                 idx.extend(range(base, base + g.block) if base >= 0 else [-1] * g.block)
             maps[g.id] = torch.tensor(idx[:new] + [-1] * max(0, new - len(idx)), dtype=torch.long)
             continue
-        score = scores[g.id] if scores is not None else _score(model, g.width, sources.get(g.id, []), importance)
+        score = scores[g.id] if scores is not None else _score(modules, g.width, sources.get(g.id, []), importance)
         maps[g.id] = _choose(score, new, chunks, g.block)
     return maps
 
@@ -146,15 +158,28 @@ def _expand(layout: Layout | None, maps: Mapping[int, torch.Tensor]) -> torch.Te
 def _offset_fix(layout: Layout, maps: Mapping[int, torch.Tensor]) -> torch.Tensor:
     if len(layout) == 1 and layout[0].repeat == 1 and layout[0].space in maps:  # the common case: one group
         return maps[layout[0].space]  # type: ignore[index]
-    parts, offset = [], 0
+    if any(s.repeat > 1 for s in layout):  # a flatten: whole blocks of channels, as tensor ops
+        parts, offset = [], 0
+        for s in layout:
+            base = maps[s.space] if s.space is not None and s.space in maps else torch.arange(s.width)
+            if s.repeat > 1:
+                rep = torch.arange(s.repeat)
+                base = torch.where(base.view(-1, 1) >= 0, base.view(-1, 1) * s.repeat + rep, -1).flatten()
+            parts.append(torch.where(base >= 0, base + offset, base))
+            offset += s.size
+        return torch.cat(parts)
+    # A concat, built as a Python list: a DenseNet block has dozens of segments, and three small tensor ops per
+    # segment cost more than listing its channels.
+    out: list[int] = []
+    offset = 0
     for s in layout:
-        base = maps[s.space] if s.space is not None and s.space in maps else torch.arange(s.width)
-        if s.repeat > 1:
-            rep = torch.arange(s.repeat)
-            base = torch.where(base.view(-1, 1) >= 0, base.view(-1, 1) * s.repeat + rep, -1).flatten()
-        parts.append(torch.where(base >= 0, base + offset, base))
-        offset += s.size
-    return torch.cat(parts)
+        mapped = maps.get(s.space) if s.space is not None else None  # type: ignore[call-overload]
+        if mapped is None:
+            out.extend(range(offset, offset + s.width))
+        else:
+            out.extend(v + offset if v >= 0 else -1 for v in mapped.tolist())
+        offset += s.width
+    return torch.tensor(out, dtype=torch.long)
 
 
 def _handler(m: nn.Module) -> object:
@@ -164,9 +189,9 @@ def _handler(m: nn.Module) -> object:
     return None
 
 
-def _resize_param(model: nn.Module, use: LayerUse, idx: torch.Tensor) -> None:
+def _resize_param(modules: Mapping[str, nn.Module], use: LayerUse, idx: torch.Tensor) -> None:
     owner_name, _, attr = use.module.rpartition(".")
-    owner = model.get_submodule(owner_name) if owner_name else model
+    owner = modules[owner_name]
     t = getattr(owner, attr)
     fill: str | float = "mean" if isinstance(t, nn.Parameter) else 0.0
     new = take(t.data, use.dim, idx, fill)
@@ -212,9 +237,9 @@ def _check_fits(model: nn.Module, modules: Mapping[str, nn.Module], plan: Plan) 
 
 def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
     """Resize ``model`` *in place* to ``plan``'s widths and return it. See :func:`apply`."""
-    modules = dict(model.named_modules(remove_duplicate=False))  # get_submodule walks getattr each call
+    modules = _by_name(model)
     _check_fits(model, modules, plan)
-    maps = select_channels(model, plan, importance)
+    maps = select_channels(model, plan, importance, modules=modules)
     grown = [gid for gid, idx in maps.items() if bool((idx < 0).any())]
     if grown:
         normalized = channel_normalized_groups(model, plan.graph)
@@ -248,7 +273,7 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
                 if in_idx is None and out_idx is None:
                     continue
                 if u.kind == "param":
-                    _resize_param(model, u, out_idx)  # type: ignore[arg-type]
+                    _resize_param(modules, u, out_idx)  # type: ignore[arg-type]
                     continue
                 m = modules[u.module]
                 handler = _handler(m) or (resize_norm_like if u.kind == "norm" else None)
