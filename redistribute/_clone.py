@@ -74,7 +74,7 @@ ClassFn = Callable[[type], "type | None"]
 def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn, class_fn: ClassFn | None = None) -> nn.Module:
     if id(m) in memo:  # a module registered twice stays one module
         return memo[id(m)]  # type: ignore[no-any-return]
-    cls = (class_fn(m.__class__) if class_fn is not None else None) or m.__class__
+    cls: type[nn.Module] = (class_fn(m.__class__) if class_fn is not None else None) or m.__class__
     new = cls.__new__(cls)
     memo[id(m)] = new
     state = m.__dict__.copy()

@@ -47,7 +47,6 @@ except ImportError:  # pragma: no cover - older torch
 
 _ORIG_CALL: Callable[..., Any] = nn.Module.__call__
 _ORIG_GETATTR: Callable[..., Any] = nn.Module.__getattr__
-_CONSTANT_TYPES: tuple[type, ...] = (torch.Tensor, torch.ScriptObject)
 _MODULE_KEYS = frozenset(nn.Module().__dict__)  # nn.Module's own bookkeeping (hook dicts, _parameters, ...)
 _NOT_CONSTANT = frozenset({bool, int, float, str, tuple, dict, OrderedDict, list, set, type(None)})  # most attributes
 
@@ -216,7 +215,7 @@ def trace_hooked(
             state = mod.__dict__
             for key in sorted(state.keys() - _MODULE_KEYS):  # sorted: one name per tensor, whatever the hash seed
                 value = state[key]
-                if type(value) not in _NOT_CONSTANT and isinstance(value, _CONSTANT_TYPES):
+                if type(value) not in _NOT_CONSTANT and isinstance(value, (torch.Tensor, torch.ScriptObject)):
                     tracer.tensor_attrs[value] = f"{prefix}.{key}" if prefix else key
         fn_globals = fn.__globals__
         fn, args = tracer.create_args_for_root(fn, True, concrete_args)
