@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -206,20 +207,34 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | str | None = None) -> 
     return _finalize(model, traced, walker)
 
 
-def _input_size(model: nn.Module, input_size: tuple[int, ...] | str | None) -> tuple[int, ...]:
+def parse_input_size(value: Sequence[Any] | str, min_dims: int = 1) -> tuple[int, ...]:
+    """An input size without batch from ``"3,224,224"``, ``"3x224x224"`` or a sequence of integers.
+
+    Raises:
+        UsageError: In one line, naming the value, when it is not ``min_dims`` or more positive integers.
+
+    Example:
+        >>> parse_input_size("3x64x64")
+        (3, 64, 64)
+    """
+    shown = repr(value) if isinstance(value, str) else str(value)
+    try:
+        parts = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
+        if any(isinstance(s, float) and s != int(s) for s in parts):
+            raise ValueError  # 32.5 is no size
+        size = tuple(int(s) for s in parts)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"input size {shown} is not a list of integers. Hint: give channels and spatial size, e.g. 3,224,224"
+        ) from None
+    if len(size) < min_dims or any(s <= 0 for s in size):
+        raise UsageError(f"input size {shown} is invalid. Hint: give channels and spatial size, e.g. 3,224,224")
+    return size
+
+
+def _input_size(model: nn.Module, input_size: Sequence[Any] | str | None) -> tuple[int, ...]:
     if input_size is not None:
-        try:
-            parts = input_size.replace("x", ",").split(",") if isinstance(input_size, str) else input_size
-            size = tuple(int(s) for s in parts)
-            if any(isinstance(s, float) and s != int(s) for s in parts):
-                size = ()  # 32.5 is no size
-        except (TypeError, ValueError):
-            size = ()
-        if not size or any(s <= 0 for s in size):
-            raise UsageError(
-                f"input size {input_size} is invalid. Hint: give channels and spatial size, e.g. 3,224,224"
-            )
-        return size
+        return parse_input_size(input_size)
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     if "input_size" in cfg:
         return tuple(int(s) for s in cfg["input_size"])

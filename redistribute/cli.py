@@ -71,15 +71,9 @@ _InputSize = Annotated[str | None, typer.Option("--input-size", help="C,H,W (def
 
 
 def _parse_size(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        size = tuple(int(x) for x in text.replace("x", ",").split(","))
-    except ValueError:
-        raise UsageError(f"input size {text!r} is not a list of integers. Hint: --input-size 3,224,224") from None
-    if len(size) < 2 or any(s <= 0 for s in size):
-        raise UsageError(f"input size {text!r} is invalid. Hint: --input-size 3,224,224 (channels first)")
-    return size
+    from ._graph import parse_input_size
+
+    return None if text is None else parse_input_size(text, min_dims=2)
 
 
 @app.command("run")

@@ -237,10 +237,15 @@ def test_hard_coded_reshape_fixes_the_group() -> None:
 
 
 def test_trace_rejects_bad_input_size(plain_net: nn.Module) -> None:
-    with pytest.raises(redistribute.UsageError):
+    with pytest.raises(redistribute.UsageError, match=r"input size \(3, 0, 16\) is invalid"):
         redistribute.trace(plain_net, input_size=(3, 0, 16))
-    with pytest.raises(redistribute.UsageError):
+    with pytest.raises(redistribute.UsageError, match="is invalid"):
         redistribute.trace(plain_net, input_size=())
+    with pytest.raises(redistribute.UsageError, match="input size '3,x' is not a list of integers"):
+        redistribute.trace(plain_net, input_size="3,x")
+    with pytest.raises(redistribute.UsageError, match="not a list of integers"):
+        redistribute.trace(plain_net, input_size=(3, 32.5, 32))  # type: ignore[arg-type]
+    assert redistribute.trace(plain_net, input_size="3x16x16").input_shape == (1, 3, 16, 16)
 
 
 def test_trace_uses_timm_pretrained_cfg_input_size() -> None:

@@ -132,3 +132,13 @@ def test_module_index_matches_torch_walks() -> None:
     assert idx.params == {id(p): n for n, p in reversed(list(model.named_parameters()))}
     assert idx.buffers == {id(b): n for n, b in reversed(list(model.named_buffers()))}
     assert idx.num_params == sum(p.numel() for p in model.parameters())
+
+
+def test_module_doctests() -> None:
+    import doctest
+
+    from redistribute import _clone, _graph, _handlers, _hooked, _index
+
+    for module in (_hooked, _index, _clone, _handlers, _graph):
+        result = doctest.testmod(module, verbose=False, report=False)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
