@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +33,7 @@ from torch import nn
 
 from ._errors import TraceError, UsageError
 from ._gcpause import gc_paused
+from ._input_size import resolve_input_size
 from ._rules import MODULE_RULES
 from ._spaces import Layout, Segment
 from ._tracer import TracedModel, trace_model
@@ -198,48 +198,13 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | str | None = None) -> 
             f"model {model!r} is not an nn.Module. Hint: build it first, e.g. timm.create_model('resnet50'), "
             "or use redistribute.load_model('timm:resnet50')"
         )
-    input_size = _input_size(model, input_size)
+    input_size = resolve_input_size(model, input_size)
     leaf_types = frozenset(MODULE_RULES)
     traced = trace_model(model, (1, *tuple(input_size)), leaf_types)
     index = traced.index
     walker = Walker(model, _policy_for(model), traced.opaque, index.modules if index is not None else None)
     walker.run(traced.graph)
     return _finalize(model, traced, walker)
-
-
-def parse_input_size(value: Sequence[Any] | str, min_dims: int = 1) -> tuple[int, ...]:
-    """An input size without batch from ``"3,224,224"``, ``"3x224x224"`` or a sequence of integers.
-
-    Raises:
-        UsageError: In one line, naming the value, when it is not ``min_dims`` or more positive integers.
-
-    Example:
-        >>> parse_input_size("3x64x64")
-        (3, 64, 64)
-    """
-    shown = repr(value) if isinstance(value, str) else str(value)
-    try:
-        parts = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
-        if any(isinstance(s, float) and s != int(s) for s in parts):
-            raise ValueError  # 32.5 is no size
-        size = tuple(int(s) for s in parts)
-    except (TypeError, ValueError):
-        raise UsageError(
-            f"input size {shown} is not a list of integers. Hint: give channels and spatial size, e.g. 3,224,224"
-        ) from None
-    if len(size) < min_dims or any(s <= 0 for s in size):
-        raise UsageError(f"input size {shown} is invalid. Hint: give channels and spatial size, e.g. 3,224,224")
-    return size
-
-
-def _input_size(model: nn.Module, input_size: Sequence[Any] | str | None) -> tuple[int, ...]:
-    if input_size is not None:
-        return parse_input_size(input_size)
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    if "input_size" in cfg:
-        return tuple(int(s) for s in cfg["input_size"])
-    _logger.info("no input size given and the model has no pretrained_cfg: using 3x224x224")
-    return (3, 224, 224)
 
 
 def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:

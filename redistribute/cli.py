@@ -71,7 +71,7 @@ _InputSize = Annotated[str | None, typer.Option("--input-size", help="C,H,W (def
 
 
 def _parse_size(text: str | None) -> tuple[int, ...] | None:
-    from ._graph import parse_input_size
+    from ._input_size import parse_input_size
 
     return None if text is None else parse_input_size(text, min_dims=2)
 

@@ -137,8 +137,8 @@ def test_module_index_matches_torch_walks() -> None:
 def test_module_doctests() -> None:
     import doctest
 
-    from redistribute import _clone, _graph, _handlers, _hooked, _index
+    from redistribute import _clone, _handlers, _hooked, _index, _input_size
 
-    for module in (_hooked, _index, _clone, _handlers, _graph):
+    for module in (_hooked, _index, _clone, _handlers, _input_size):
         result = doctest.testmod(module, verbose=False, report=False)
         assert result.attempted > 0 and result.failed == 0, module.__name__
