@@ -57,12 +57,8 @@ def _seed_tensors(value: Any, memo: dict[int, Any], tensor_fn: TensorFn, depth: 
 
 
 def _copy_value(value: Any, memo: dict[int, Any], tensor_fn: TensorFn) -> Any:
-    kind = type(value)
-    if kind in _ATOM_TYPES:  # the common case first: one set lookup
-        return value
-    if kind in _CONTAINERS and not value:  # nn.Module's own hook dicts, mostly
-        return value.copy()
-    if _is_atom(value):
+    """A module attribute that is neither an atom nor an empty container (those :func:`_copy_module` handles)."""
+    if _is_atom(value):  # tuples of atoms: kernel_size, stride, ...
         return value
     _seed_tensors(value, memo, tensor_fn)
     return copy.deepcopy(value, memo)
@@ -84,8 +80,6 @@ def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn, class_
             continue
         if kind in _CONTAINERS and not value:  # nn.Module's own hook dicts, mostly
             state[key] = value.copy()
-        elif kind is tuple and all(type(v) in _ATOM_TYPES for v in value):  # kernel_size, stride, ...
-            continue
         elif key == "_modules":
             state[key] = {
                 n: None if c is None else _copy_module(c, memo, tensor_fn, class_fn) for n, c in value.items()

@@ -201,8 +201,7 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | str | None = None) -> 
     input_size = resolve_input_size(model, input_size)
     leaf_types = frozenset(MODULE_RULES)
     traced = trace_model(model, (1, *tuple(input_size)), leaf_types)
-    index = traced.index
-    walker = Walker(model, _policy_for(model), traced.opaque, index.modules if index is not None else None)
+    walker = Walker(model, _policy_for(model), traced.opaque, traced.index.modules)
     walker.run(traced.graph)
     return _finalize(model, traced, walker)
 
@@ -319,7 +318,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
             )
         )
     groups = _propagate_tie_fixes(groups)
-    base_params = traced.index.num_params if traced.index is not None else sum(p.numel() for p in model.parameters())
+    base_params = traced.index.num_params
     meta = _meta_layouts(model, traced, w, seg_map)
     if not any(g.fixed is None for g in groups):
         _logger.info("no free channel group found in %s", type(model).__name__)
@@ -383,8 +382,7 @@ def _meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any
             clf = get_classifier()
         except Exception:  # metadata is best effort
             clf = None
-        names = traced.index.paths if traced.index is not None else {m: n for n, m in model.named_modules()}
-        clf_name = names.get(clf) if isinstance(clf, nn.Module) else None
+        clf_name = traced.index.paths.get(clf) if isinstance(clf, nn.Module) else None
         use = next((u for u in w.uses if u.module == clf_name and u.in_layout is not None), None)
         if use is not None and sum(s.size for s in use.in_layout) == head:  # type: ignore[union-attr]
             out["head_hidden_size"] = seg_map(use.in_layout)

@@ -103,7 +103,7 @@ class _Tracer(LeanTracer):
         # float()/int() from their meta values, so math functions on shapes just work.
         super().__init__(autowrap_modules=(), autowrap_functions=fns, param_shapes_constant=True)
         self._model = model
-        # fx patches nn.Module.__getattr__ while tracing, so get_submodule's getattr walk is slow: look up once
+        # names from one walk of the tree (see _index), not get_submodule's getattr walk per lookup
         self._modules_by_name = index.modules
         self._paths = index.paths
         self._param_names = index.params
@@ -311,20 +311,20 @@ class TracedModel:
     Attributes:
         graph: The ``torch.fx.Graph``; node targets name modules of the original model.
         input_shape: The shape of the traced input, batch included.
+        index: The names of the *original* model's modules and tensors.
         opaque: Qualified names of modules kept as black boxes, mapped to the reason.
         module_outputs: For every module called (leaf or not), the node holding its last output.
         marks: Named points of the forward (``"features"``: the output of ``forward_features``).
         inlined_calls: Childless modules traced through rather than kept as leaves, with their output node.
-        index: The names of the *original* model's modules and tensors.
     """
 
     graph: fx.Graph
     input_shape: tuple[int, ...]
+    index: ModuleIndex
     opaque: dict[str, str] = field(default_factory=dict)
     module_outputs: dict[str, fx.Node] = field(default_factory=dict)
     marks: dict[str, fx.Node] = field(default_factory=dict)
     inlined_calls: tuple[tuple[str, fx.Node], ...] = ()
-    index: ModuleIndex | None = None
 
 
 def _eval(modules: Iterable[nn.Module]) -> None:

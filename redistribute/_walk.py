@@ -33,11 +33,10 @@ class Walker:
         root: nn.Module,
         group_policy: Callable[[str], str],
         opaque: dict[str, str],
-        modules: dict[str, nn.Module] | None = None,
+        modules: dict[str, nn.Module],
     ) -> None:
         self.root = root
-        # by name, aliases included (get_submodule walks getattr per call); the tracer's index when given
-        self.modules = modules if modules is not None else dict(root.named_modules(remove_duplicate=False))
+        self.modules = modules  # by name, aliases included (the tracer's index): get_submodule walks getattr per call
         self.table = SpaceTable()
         self.uses: list[LayerUse] = []
         self.outputs: list[tuple[str, str, tuple[Layout, ...], tuple[int, ...]]] = []  # (node, module, dims, shape)
