@@ -12,7 +12,7 @@ and reports ``(trace + match + surgery) / create``; the target is at most 1.0x (
 
 It also checks, once per model and outside the timed runs, that
 
-* matching never rebuilds a model: during ``plan()`` it counts calls to ``redistribute._surgery.apply_`` /
+* matching never rebuilds a model: during ``plan()`` it counts calls to ``redistribute.surgery.rebuild.apply_`` /
   ``apply``, ``redistribute.trace``, top-level ``copy.deepcopy`` and ``nn.Module.__init__`` (all must be 0), and
   counts the analytic cost evaluations (``CostModel.evaluate`` / ``delta`` / ``report``) and bisection steps;
 * the rebuilt model is right: FLOPs within the match tolerance, ``sum(p.numel())`` equal to the plan's params,
@@ -52,10 +52,10 @@ import torch
 from torch import nn
 
 import redistribute
-import redistribute._cost as _cost
-import redistribute._graph as _graph
-import redistribute._plan as _plan
-import redistribute._surgery as _surgery
+import redistribute.groups.graph as _graph
+import redistribute.planning.cost as _cost
+import redistribute.planning.planner as _plan
+import redistribute.surgery.rebuild as _surgery
 
 DEFAULT_MODELS = ("resnet50", "vgg19", "efficientnet_b0", "convnext_tiny", "densenet121")
 TEMPLATE = "d"

@@ -17,90 +17,130 @@ activation memory, measured latency), builds each variant and measures its laten
 
 from __future__ import annotations
 
-from ._api import redistribute as redistribute
-from ._attention import HeadSpec as HeadSpec
-from ._attention import register_attention as register_attention
-from ._calibrate import folder_batches as folder_batches
-from ._calibrate import noise_batches as noise_batches
-from ._calibrate import recalibrate_bn_ as recalibrate_bn_
-from ._checkpoint import load_checkpoint as load_checkpoint
-from ._compare import CompareRow as CompareRow
-from ._compare import Comparison as Comparison
-from ._compare import compare as compare
-from ._cost import CostModel as CostModel
-from ._cost import CostReport as CostReport
-from ._errors import (
-    CheckpointError as CheckpointError,
-)
-from ._errors import (
-    ConstraintError as ConstraintError,
-)
-from ._errors import (
-    DataError as DataError,
-)
-from ._errors import (
-    InfeasibleTargetError as InfeasibleTargetError,
-)
-from ._errors import (
-    OutputError as OutputError,
-)
-from ._errors import (
-    RedistributeError as RedistributeError,
-)
-from ._errors import (
-    SourceError as SourceError,
-)
-from ._errors import (
-    SpecError as SpecError,
-)
-from ._errors import (
-    SpecMismatchError as SpecMismatchError,
-)
-from ._errors import (
-    TemplateError as TemplateError,
-)
-from ._errors import (
-    TraceError as TraceError,
-)
-from ._errors import (
-    UnsupportedOpError as UnsupportedOpError,
-)
-from ._errors import (
-    UsageError as UsageError,
-)
-from ._graph import ChannelGraph as ChannelGraph
-from ._graph import ChannelGroup as ChannelGroup
-from ._graph import register_group_width_block as register_group_width_block
-from ._graph import trace as trace
-from ._latency import LatencyMatch as LatencyMatch
-from ._latency import match_latency as match_latency
-from ._plan import Plan as Plan
-from ._plan import plan as plan
-from ._plot import plot_comparison as plot_comparison
-from ._plot import plot_plans as plot_plans
-from ._source import load_model as load_model
-from ._spec import load as load
-from ._spec import save_spec as save_spec
-from ._spec import spec_from_plan as spec_from_plan
-from ._surgery import apply as apply
-from ._surgery import apply_ as apply_
-from ._templates import Template as Template
-from ._templates import get_template as get_template
-from ._templates import list_templates as list_templates
-from ._templates import register_template as register_template
-from ._timing import Timing as Timing
-from ._timing import measure_latency as measure_latency
-from ._timing import peak_memory as peak_memory
-from ._train import EpochMetrics as EpochMetrics
-from ._train import TrainConfig as TrainConfig
-from ._train import TrainProgress as TrainProgress
-from ._train import TrainResult as TrainResult
-from ._train import train as train
-from ._transfer import TransferRow as TransferRow
-from ._transfer import transfer_report as transfer_report
-from ._weights import save_weights as save_weights
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ._lazy import lazy_exports
+from .version import __version__ as __version__
+
+if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time names load on first use
+    from .api import redistribute as redistribute
+    from .errors import CheckpointError as CheckpointError
+    from .errors import ConstraintError as ConstraintError
+    from .errors import DataError as DataError
+    from .errors import InfeasibleTargetError as InfeasibleTargetError
+    from .errors import OutputError as OutputError
+    from .errors import RedistributeError as RedistributeError
+    from .errors import SourceError as SourceError
+    from .errors import SpecError as SpecError
+    from .errors import SpecMismatchError as SpecMismatchError
+    from .errors import TemplateError as TemplateError
+    from .errors import TraceError as TraceError
+    from .errors import UnsupportedOpError as UnsupportedOpError
+    from .errors import UsageError as UsageError
+    from .groups.attention import HeadSpec as HeadSpec
+    from .groups.attention import register_attention as register_attention
+    from .groups.graph import ChannelGraph as ChannelGraph
+    from .groups.graph import ChannelGroup as ChannelGroup
+    from .groups.graph import register_group_width_block as register_group_width_block
+    from .groups.graph import trace as trace
+    from .planning.cost import CostModel as CostModel
+    from .planning.cost import CostReport as CostReport
+    from .planning.planner import Plan as Plan
+    from .planning.planner import plan as plan
+    from .planning.templates import Template as Template
+    from .planning.templates import get_template as get_template
+    from .planning.templates import list_templates as list_templates
+    from .planning.templates import register_template as register_template
+    from .source import load_model as load_model
+    from .spec import load as load
+    from .spec import save_spec as save_spec
+    from .spec import spec_from_plan as spec_from_plan
+    from .study.comparison import CompareRow as CompareRow
+    from .study.comparison import Comparison as Comparison
+    from .study.comparison import compare as compare
+    from .study.latency import LatencyMatch as LatencyMatch
+    from .study.latency import match_latency as match_latency
+    from .study.plot import plot_comparison as plot_comparison
+    from .study.plot import plot_plans as plot_plans
+    from .study.timing import Timing as Timing
+    from .study.timing import measure_latency as measure_latency
+    from .study.timing import peak_memory as peak_memory
+    from .surgery.calibrate import folder_batches as folder_batches
+    from .surgery.calibrate import noise_batches as noise_batches
+    from .surgery.calibrate import recalibrate_bn_ as recalibrate_bn_
+    from .surgery.checkpoint import load_checkpoint as load_checkpoint
+    from .surgery.rebuild import apply as apply
+    from .surgery.rebuild import apply_ as apply_
+    from .surgery.transfer import TransferRow as TransferRow
+    from .surgery.transfer import transfer_report as transfer_report
+    from .surgery.weights import save_weights as save_weights
+    from .training.loop import EpochMetrics as EpochMetrics
+    from .training.loop import TrainConfig as TrainConfig
+    from .training.loop import TrainProgress as TrainProgress
+    from .training.loop import TrainResult as TrainResult
+    from .training.loop import train as train
+
+# Public name -> module: ``import redistribute`` imports none of them (no torch) until one is used.
+_EXPORTS = {
+    "ChannelGraph": ".groups.graph",
+    "ChannelGroup": ".groups.graph",
+    "CheckpointError": ".errors",
+    "CompareRow": ".study.comparison",
+    "Comparison": ".study.comparison",
+    "ConstraintError": ".errors",
+    "CostModel": ".planning.cost",
+    "CostReport": ".planning.cost",
+    "DataError": ".errors",
+    "EpochMetrics": ".training.loop",
+    "HeadSpec": ".groups.attention",
+    "InfeasibleTargetError": ".errors",
+    "LatencyMatch": ".study.latency",
+    "OutputError": ".errors",
+    "Plan": ".planning.planner",
+    "RedistributeError": ".errors",
+    "SourceError": ".errors",
+    "SpecError": ".errors",
+    "SpecMismatchError": ".errors",
+    "Template": ".planning.templates",
+    "TemplateError": ".errors",
+    "Timing": ".study.timing",
+    "TraceError": ".errors",
+    "TrainConfig": ".training.loop",
+    "TrainProgress": ".training.loop",
+    "TrainResult": ".training.loop",
+    "TransferRow": ".surgery.transfer",
+    "UnsupportedOpError": ".errors",
+    "UsageError": ".errors",
+    "apply": ".surgery.rebuild",
+    "apply_": ".surgery.rebuild",
+    "compare": ".study.comparison",
+    "folder_batches": ".surgery.calibrate",
+    "get_template": ".planning.templates",
+    "list_templates": ".planning.templates",
+    "load": ".spec",
+    "load_checkpoint": ".surgery.checkpoint",
+    "load_model": ".source",
+    "match_latency": ".study.latency",
+    "measure_latency": ".study.timing",
+    "noise_batches": ".surgery.calibrate",
+    "peak_memory": ".study.timing",
+    "plan": ".planning.planner",
+    "plot_comparison": ".study.plot",
+    "plot_plans": ".study.plot",
+    "recalibrate_bn_": ".surgery.calibrate",
+    "redistribute": ".api",
+    "register_attention": ".groups.attention",
+    "register_group_width_block": ".groups.graph",
+    "register_template": ".planning.templates",
+    "save_spec": ".spec",
+    "save_weights": ".surgery.weights",
+    "spec_from_plan": ".spec",
+    "trace": ".groups.graph",
+    "train": ".training.loop",
+    "transfer_report": ".surgery.transfer",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ChannelGraph",

@@ -32,10 +32,10 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models import is_model as _timm_is_model
 from torch import nn
 
-from ._errors import CheckpointError, UsageError
-from ._source import load_model
-from ._spec import load as _load_spec
-from ._spec import read_spec, validate_spec
+from .errors import CheckpointError, UsageError
+from .source import load_model
+from .spec import load as _load_spec
+from .spec import read_spec, validate_spec
 
 __all__ = ["ARCHITECTURE", "redistributed", "register", "save_timm_files", "timm_config", "write_timm_files"]
 
@@ -265,9 +265,9 @@ def write_timm_files(
 ) -> None:
     """Write timm's ``config.json`` and ``model.safetensors`` content to the given paths, *not* atomically.
 
-    For callers that write them inside their own :func:`redistribute._io.atomic_paths` group.
+    For callers that write them inside their own :func:`redistribute.io.atomic_paths` group.
     """
-    from ._weights import write_weights
+    from .surgery.weights import write_weights
 
     text = json.dumps(timm_config(spec, model), indent=2, sort_keys=True) + "\n"
     Path(config_path).write_text(text, encoding="utf-8")
@@ -280,7 +280,7 @@ def save_timm_files(out_dir: str | os.PathLike[str], spec: Mapping[str, Any], mo
 
     The folder then loads with ``timm.create_model("local-dir:OUT_DIR", pretrained=True)`` once this module is
     imported (``--device-modules redistribute.timm`` in timm's ``train.py``). Both files are written in full before
-    either replaces an older one (see :mod:`redistribute._io`).
+    either replaces an older one (see :mod:`redistribute.io`).
 
     Args:
         out_dir: An existing folder (the ``--out`` folder).
@@ -297,7 +297,7 @@ def save_timm_files(out_dir: str | os.PathLike[str], spec: Mapping[str, Any], mo
         >>> save_timm_files("out", spec, new_model)  # doctest: +SKIP
         (PosixPath('out/config.json'), PosixPath('out/model.safetensors'))
     """
-    from ._io import atomic_paths
+    from .io import atomic_paths
 
     out = Path(out_dir)
     paths = (out / "config.json", out / "model.safetensors")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from redistribute._flop_counters import sdpa_on_cpu
+from redistribute.study.flop_counters import sdpa_on_cpu
 
 INPUT = (3, 32, 32)
 

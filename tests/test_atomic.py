@@ -22,11 +22,11 @@ from conftest import INPUT, make_net
 from torch import nn
 
 import redistribute
-import redistribute._io
-import redistribute._weights
+import redistribute.io
+import redistribute.surgery.weights
 from redistribute import OutputError
-from redistribute._io import atomic_path, atomic_paths, atomic_write_text
-from redistribute._spec import save_result
+from redistribute.io import atomic_path, atomic_paths, atomic_write_text
+from redistribute.spec import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,14 +82,14 @@ def test_exception_mid_write_keeps_the_old_weights(tmp_path: Path, monkeypatch: 
     _, model = result
     target = tmp_path / "weights.safetensors"
     target.write_bytes(b"old")
-    real = redistribute._weights.write_weights
+    real = redistribute.surgery.weights.write_weights
 
     def write_then_boom(m: nn.Module, path: str | os.PathLike[str]) -> None:
         real(m, path)
         Path(path).write_bytes(Path(path).read_bytes()[:50])  # a partial file ...
         raise Boom("killed")  # ... and then the failure
 
-    monkeypatch.setattr(redistribute._weights, "write_weights", write_then_boom)
+    monkeypatch.setattr(redistribute.surgery.weights, "write_weights", write_then_boom)
     with pytest.raises(Boom):
         redistribute.save_weights(model, target)
     assert target.read_bytes() == b"old"
@@ -109,7 +109,7 @@ def test_exception_while_writing_the_second_file_keeps_the_old_pair(
         Path(path).write_bytes(b"partial")
         raise Boom("out of memory")
 
-    monkeypatch.setattr(redistribute._weights, "write_weights", boom)
+    monkeypatch.setattr(redistribute.surgery.weights, "write_weights", boom)
     with pytest.raises(Boom):
         save_result(tmp_path, spec, model)
     _assert_old(tmp_path, old_pair)
@@ -134,7 +134,7 @@ def test_failed_rename_is_an_output_error(tmp_path: Path, monkeypatch: pytest.Mo
     def refuse(src: object, dst: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(redistribute._io.os, "replace", refuse)
+    monkeypatch.setattr(redistribute.io.os, "replace", refuse)
     with pytest.raises(OutputError, match=r"cannot replace '.*a\.txt': Permission denied"):
         atomic_write_text(target, "new")
     monkeypatch.undo()
@@ -178,7 +178,7 @@ def test_sigint_between_renames_is_held_until_both_are_done(tmp_path: Path, monk
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.2)  # without the hold, KeyboardInterrupt would be raised here
 
-    monkeypatch.setattr(redistribute._io.os, "replace", replace_then_interrupt)
+    monkeypatch.setattr(redistribute.io.os, "replace", replace_then_interrupt)
     with pytest.raises(KeyboardInterrupt), atomic_paths([a, b]) as (ta, tb):
         ta.write_text("new a")
         tb.write_text("new b")
@@ -192,6 +192,7 @@ def test_sigterm_in_the_cli_unwinds_and_removes_the_temporary_file(
 ) -> None:
     """``main()`` turns SIGTERM into SystemExit(143), so a write in progress is cleaned up like after Ctrl-C."""
     import redistribute.cli
+    import redistribute.cli.commands
 
     target = tmp_path / "a.txt"
     target.write_text("old")
@@ -204,7 +205,7 @@ def test_sigterm_in_the_cli_unwinds_and_removes_the_temporary_file(
             tmp.write_text("new")  # pragma: no cover
 
     previous = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(redistribute.cli, "app", fake_app)
+    monkeypatch.setattr(redistribute.cli.commands, "app", fake_app)
     try:
         with pytest.raises(SystemExit) as exc:
             redistribute.cli.main()
@@ -219,12 +220,12 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
     from pathlib import Path
-    import redistribute._weights
+    import redistribute.surgery.weights
     from redistribute.cli import main
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when the test runner ignores SIGINT (nohup, &)
 
-    real = redistribute._weights.write_weights
+    real = redistribute.surgery.weights.write_weights
     ready = Path(sys.argv[1])
 
     def slow(model, path):
@@ -232,7 +233,7 @@ CHILD = textwrap.dedent(
         ready.write_text(str(path))  # the parent may interrupt now: the weights file is half-way
         time.sleep(60)
 
-    redistribute._weights.write_weights = slow
+    redistribute.surgery.weights.write_weights = slow
     sys.argv = ["redistribute", *sys.argv[2:]]
     main()
     """
@@ -281,10 +282,10 @@ STRESS = textwrap.dedent(
     import signal, sys, types
     from pathlib import Path
 
-    package = types.ModuleType("redistribute")  # load redistribute._io without the package's torch imports
+    package = types.ModuleType("redistribute")  # load redistribute.io without the package's torch imports
     package.__path__ = [sys.argv[3]]
     sys.modules["redistribute"] = package
-    from redistribute._io import atomic_paths
+    from redistribute.io import atomic_paths
 
     folder, stop = Path(sys.argv[1]), Path(sys.argv[2])
     names = ["spec.json", "weights.safetensors"]

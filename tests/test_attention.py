@@ -18,8 +18,8 @@ from torch import nn
 
 import redistribute
 from redistribute import HeadSpec, register_attention
-from redistribute._plan import plan_from_widths
-from redistribute._surgery import select_channels
+from redistribute.planning.planner import plan_from_widths
+from redistribute.surgery.rebuild import select_channels
 
 
 @functools.cache

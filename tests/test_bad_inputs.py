@@ -33,8 +33,8 @@ from redistribute import (
     TraceError,
     UsageError,
 )
-from redistribute._plan import plan_from_widths
 from redistribute.cli import app
+from redistribute.planning.planner import plan_from_widths
 
 runner = CliRunner()
 
@@ -207,12 +207,12 @@ def test_cli_untraceable_control_flow_names_the_node(nets: Path) -> None:
 
 def test_cli_unexpected_error_is_one_line_and_debug_shows_it(nets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug inside redistribute is still one line (exit 1) that points at --debug; --debug shows the traceback."""
-    import redistribute._plan
+    import redistribute.planning.planner
 
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("internal\nstate")
 
-    monkeypatch.setattr(redistribute._plan, "plan", broken)
+    monkeypatch.setattr(redistribute.planning.planner, "plan", broken)
     line = _one_error_line(_cli(nets, *TINY), 1, "unexpected KeyError")
     assert "--debug" in line
     res = _cli(nets, *TINY, "--debug")
@@ -258,10 +258,10 @@ def test_out_not_writable_even_for_root(nets: Path) -> None:
 
 
 def test_out_not_writable_by_permissions(nets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import redistribute._io
+    import redistribute.io
 
     access = os.access
-    monkeypatch.setattr(redistribute._io.os, "access", lambda path, mode: mode != os.W_OK and access(path, mode))
+    monkeypatch.setattr(redistribute.io.os, "access", lambda path, mode: mode != os.W_OK and access(path, mode))
     _one_error_line(_cli(nets, *TINY, "--out", str(tmp_path)), 1, "is not writable")
 
 
@@ -269,7 +269,7 @@ def test_disk_full_while_writing_is_an_output_error(tmp_path: Path, monkeypatch:
     """An OSError while writing (ENOSPC) becomes an OutputError naming the file; the old file stays."""
     import errno
 
-    import redistribute._weights
+    import redistribute.surgery.weights
 
     target = tmp_path / "w.safetensors"
     target.write_bytes(b"old")
@@ -278,7 +278,7 @@ def test_disk_full_while_writing_is_an_output_error(tmp_path: Path, monkeypatch:
         Path(path).write_bytes(b"part")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(redistribute._weights, "write_weights", full)
+    monkeypatch.setattr(redistribute.surgery.weights, "write_weights", full)
     with pytest.raises(OutputError, match="No space left on device") as exc:
         redistribute.save_weights(make_net("plain"), target)
     assert str(target) in str(exc.value) and exc.value.exit_code == 1
@@ -549,7 +549,7 @@ def test_checkpoint_of_a_model_with_tied_weights_loads(tmp_path: Path) -> None:
             self.a, self.b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
             self.b.weight = self.a.weight
 
-    from redistribute._weights import load_weights_into
+    from redistribute.surgery.weights import load_weights_into
 
     src, dst = Tied(), Tied()
     redistribute.save_weights(src, tmp_path / "w.safetensors")

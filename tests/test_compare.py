@@ -19,9 +19,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 import redistribute
-from redistribute import _compare, _latency, _plot, _timing
-from redistribute._timing import Timing, measure_latency, peak_memory
 from redistribute.cli import app
+from redistribute.study import comparison as _compare
+from redistribute.study import latency as _latency
+from redistribute.study import plot as _plot
+from redistribute.study import timing as _timing
+from redistribute.study.timing import Timing, measure_latency, peak_memory
 
 SIZE = (3, 64, 64)
 FAST = {"input_size": SIZE, "divisor": 1, "min_time": 0.05}
@@ -189,7 +192,7 @@ def _fake_latency(model: nn.Module, input_size: tuple[int, ...], **kwargs: objec
 def test_latency_search_matches_and_never_rebuilds_the_same_widths(
     monkeypatch: pytest.MonkeyPatch, resnet: nn.Module
 ) -> None:
-    from redistribute import _surgery
+    from redistribute.surgery import rebuild as _surgery
 
     monkeypatch.setattr(_latency, "measure_latency", _fake_latency)
     built: list[tuple[int, ...]] = []

@@ -96,7 +96,7 @@ def test_redistributed_cost_equals_counters_hand_built(net: str, template: str) 
 
 def test_grouped_conv_cost_follows_width() -> None:
     """A grouped conv keeping groups=4: MACs = positions * k * cin * cout / 4."""
-    from redistribute._plan import plan_from_widths
+    from redistribute.planning.planner import plan_from_widths
 
     m = make_net("grouped")
     g = redistribute.trace(m, INPUT)
@@ -357,7 +357,7 @@ def test_callable_template(resnet50_graph: ChannelGraph) -> None:
     ["test_resnet-e-div8", "plain-a-div1"],
 )
 def test_matcher_finds_reachable_target(case: str) -> None:
-    from redistribute._distribute import distribution
+    from redistribute.planning.distribute import distribution
 
     name, template, div = case.split("-")
     divisor = int(div.removeprefix("div"))

@@ -18,7 +18,7 @@ from conftest import flop_counter_macs
 from torch import nn
 
 import redistribute
-from redistribute._cost import CostModel
+from redistribute.planning.cost import CostModel
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ class _HardViewNet(_FlattenNet):
 
 
 def test_flatten_repeats_the_group_in_the_linear_input() -> None:
-    from redistribute._plan import plan_from_widths
+    from redistribute.planning.planner import plan_from_widths
 
     m = _FlattenNet()
     g = redistribute.trace(m, (3, 8, 8))
@@ -326,7 +326,7 @@ def test_resnet50_base_flops(resnet50: nn.Module, resnet50_graph: ChannelGraph) 
 def test_cost_module_doctest() -> None:
     import doctest
 
-    from redistribute import _cost
+    from redistribute.planning import cost as _cost
 
     result = doctest.testmod(_cost, verbose=False, report=False)
     assert result.attempted > 0 and result.failed == 0

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import redistribute
-from redistribute._hooked import base_type, hooked_class
-from redistribute._index import index_modules
+from redistribute.tracing.hooked import base_type, hooked_class
+from redistribute.tracing.index import index_modules
 
 _ORIG_CALL = nn.Module.__call__
 _ORIG_GETATTR = nn.Module.__getattr__
@@ -137,7 +137,11 @@ def test_module_index_matches_torch_walks() -> None:
 def test_module_doctests() -> None:
     import doctest
 
-    from redistribute import _clone, _handlers, _hooked, _index, _input_size
+    from redistribute.surgery import handlers as _handlers
+    from redistribute.tracing import clone as _clone
+    from redistribute.tracing import hooked as _hooked
+    from redistribute.tracing import index as _index
+    from redistribute.tracing import input_size as _input_size
 
     for module in (_hooked, _index, _clone, _handlers, _input_size):
         result = doctest.testmod(module, verbose=False, report=False)

@@ -18,7 +18,7 @@ from torch import nn
 
 import redistribute
 from redistribute import ConstraintError
-from redistribute._plan import plan_from_widths
+from redistribute.planning.planner import plan_from_widths
 
 SIZE = (3, 64, 64)
 

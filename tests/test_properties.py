@@ -40,8 +40,8 @@ from typer.testing import CliRunner
 
 import redistribute
 from redistribute import ChannelGraph, ConstraintError, InfeasibleTargetError, Plan, TraceError
-from redistribute._plan import plan_from_widths
 from redistribute.cli import app
+from redistribute.planning.planner import plan_from_widths
 
 #: Distinct architectures the property run checks at least. Hypothesis draws 5 % more examples: a few draws repeat
 #: an architecture (e.g. a third stride-2 block is drawn with stride 1, and may equal another draw).

@@ -66,7 +66,7 @@ def test_round_trip_through_file(resnet_plan: redistribute.Plan, tmp_path: Path)
 
 
 def test_round_trip_with_given_model_and_weights(tmp_path: Path) -> None:
-    from redistribute._weights import save_weights
+    from redistribute.surgery.weights import save_weights
 
     base = make_net("residual")
     p = redistribute.plan(base, "d", divisor=1, input_size=INPUT)
@@ -242,7 +242,7 @@ def test_corrupt_weights(grouped_spec: dict, tmp_path: Path) -> None:
 
 
 def test_weights_of_other_widths(grouped_spec: dict, tmp_path: Path) -> None:
-    from redistribute._weights import save_weights
+    from redistribute.surgery.weights import save_weights
 
     save_weights(make_net("grouped"), tmp_path / "base.safetensors")  # base widths, not the spec's
     with pytest.raises(redistribute.CheckpointError, match="shape"):

@@ -13,8 +13,8 @@ from torch import nn
 
 import redistribute
 from redistribute import ConstraintError, UsageError
-from redistribute._plan import plan_from_widths
-from redistribute._surgery import select_channels
+from redistribute.planning.planner import plan_from_widths
+from redistribute.surgery.rebuild import select_channels
 
 SIZE = (3, 64, 64)
 TEMPLATES = ["base", "a", "b", "c", "d", "e"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from redistribute._handlers import _prepare, forget_prepared, take
-from redistribute._surgery import _l1_rows
+from redistribute.surgery.handlers import _prepare, forget_prepared, take
+from redistribute.surgery.rebuild import _l1_rows
 
 MAPS = {
     "grow (old in order, new last)": [0, 1, 2, 3, 4, 5, -1, -1, -1],

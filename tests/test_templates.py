@@ -8,7 +8,8 @@ import math
 import pytest
 
 import redistribute
-from redistribute import TemplateError, _templates, get_template, list_templates, register_template
+from redistribute import TemplateError, get_template, list_templates, register_template
+from redistribute.planning import templates as _templates
 
 R = 8.0
 BUILTIN = ["a", "b", "c", "d", "e"]

@@ -33,9 +33,9 @@ from redistribute import (
     UsageError,
     train,
 )
-from redistribute._distill import build_teacher, distillation_task
-from redistribute._train import CHECKPOINT, METRICS
 from redistribute.cli import app
+from redistribute.training.distill import build_teacher, distillation_task
+from redistribute.training.loop import CHECKPOINT, METRICS
 
 SIZE = (3, 32, 32)
 COLOURS = {"blue": (40, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40), "yellow": (230, 220, 40)}

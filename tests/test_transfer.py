@@ -15,9 +15,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 import redistribute
-from redistribute._plan import plan_from_widths
-from redistribute._surgery import channel_normalized_groups, select_channels
 from redistribute.cli import app
+from redistribute.planning.planner import plan_from_widths
+from redistribute.surgery.rebuild import channel_normalized_groups, select_channels
 
 SMALL = (3, 64, 64)
 

@@ -1,0 +1,401 @@
+"""Channel groups: what the walker found, as frozen results, and :func:`trace`, the public entry point.
+
+A *group* is a set of channels that must keep the same width and the same order everywhere it appears: the
+output of a conv, the BN after it, the residual stream it is added to, the depthwise conv that reads it. Groups are
+numbered in execution order of their first appearance.
+
+Example (torch-pruning's canonical coupling, a residual add):
+    >>> import torch
+    >>> from torch import nn
+    >>> class Block(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.stem, self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+    ...         self.head = nn.Linear(8, 10)
+    ...     def forward(self, x):
+    ...         x = self.stem(x)
+    ...         x = x + self.b(self.a(x).relu())
+    ...         return self.head(x.mean((2, 3)))
+    >>> g = trace(Block(), input_size=(3, 16, 16))
+    >>> [grp.producers for grp in g.free_groups()]
+    [('stem', 'b'), ('a',)]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import TraceError, UsageError
+from ..tracing.gcpause import gc_paused
+from ..tracing.input_size import resolve_input_size
+from ..tracing.tracer import TracedModel, trace_model
+from .rules.base import MODULE_RULES
+from .spaces import Layout, Segment
+from .uses import LayerUse
+from .walk import Walker
+
+__all__ = ["ChannelGraph", "ChannelGroup", "register_group_width_block", "trace"]
+
+_logger = logging.getLogger(__name__)
+
+_GROUP_WIDTH_BLOCKS: set[type] = set()
+
+
+def register_group_width_block(cls: type) -> type:
+    """Declare that grouped convs inside blocks of this type keep their *group width* (RegNet) when resized.
+
+    By default a grouped conv keeps its group count (ResNeXt's cardinality); the spec records which was used.
+    """
+    _GROUP_WIDTH_BLOCKS.add(cls)
+    return cls
+
+
+def _register_timm_blocks() -> None:
+    try:
+        from timm.models import regnet
+    except ImportError:  # pragma: no cover
+        return
+    register_group_width_block(regnet.Bottleneck)
+    if hasattr(regnet, "PreBottleneck"):
+        register_group_width_block(regnet.PreBottleneck)
+
+
+_register_timm_blocks()
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A set of coupled channels with one width.
+
+    Attributes:
+        id: Index in execution order.
+        width: Base width (channels in the model as traced).
+        producers: Layers whose output channels are this group (convs, linears), in execution order.
+        consumers: Layers that read this group as input channels.
+        members: Norm layers and loose parameters sized by this group.
+        kind: ``conv`` when a convolution (or a pointwise linear on a feature map) produces it, ``linear`` when
+            only token/vector linears do, ``none`` when no layer produces it (model input, loose parameters).
+        stage: Output spatial size of its first producer (``()`` for vectors and tokens).
+        producer_orders: Execution index of each producer.
+        multiple: The width must be a multiple of this (grouped convs keeping their group count, GroupNorm).
+        block: Channels are kept and added in whole blocks of this size (grouped convs keeping group width).
+        tie: ``(source group id, num, den)``: the width is derived as ``source * num / den``.
+        fixed: Why the width cannot change, or ``None``.
+    """
+
+    id: int
+    width: int
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    members: tuple[str, ...]
+    kind: str
+    stage: tuple[int, ...]
+    producer_orders: tuple[int, ...] = ()
+    multiple: int = 1
+    block: int = 1
+    tie: tuple[int, int, int] | None = None
+    fixed: str | None = None
+
+    @property
+    def signature(self) -> str:
+        """A stable name for the group: its producer names, or its members where it has no producer."""
+        names = self.producers or self.members or self.consumers
+        return "|".join(names) if names else f"group{self.id}"
+
+    @property
+    def constraints(self) -> str:
+        parts = []
+        if self.multiple > 1:
+            parts.append(f"multiple of {self.multiple}")
+        if self.block > 1:
+            parts.append(f"blocks of {self.block}")
+        if self.tie is not None:
+            parts.append(f"= g{self.tie[0]} x {self.tie[1]}/{self.tie[2]}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ChannelGraph:
+    """Everything later stages need about a traced model.
+
+    Attributes:
+        groups: All groups, by id.
+        uses: Every layer use, with layouts whose segments name group ids.
+        outputs: ``(node, module, dims, shape)`` of every leaf-module output (activation memory).
+        input_shape: Traced input shape, batch included.
+        base_params: ``sum(p.numel())`` of the traced model.
+        opaque: Modules kept as black boxes, with the reason.
+        unmapped: Nodes whose op could not be mapped, with the reason.
+        meta_layouts: Channel layouts behind timm metadata (``num_features``, ``head_hidden_size``,
+            ``feature_info.<i>``).
+        model_class: Qualified class name of the traced model.
+    """
+
+    groups: tuple[ChannelGroup, ...]
+    uses: tuple[LayerUse, ...]
+    outputs: tuple[tuple[str, str, tuple[Layout, ...], tuple[int, ...]], ...]
+    input_shape: tuple[int, ...]
+    base_params: int
+    opaque: dict[str, str] = field(default_factory=dict)
+    unmapped: dict[str, str] = field(default_factory=dict)
+    meta_layouts: dict[str, Layout] = field(default_factory=dict)
+    model_class: str = ""
+
+    def free_groups(self, scope: str = "conv") -> list[ChannelGroup]:
+        """Groups a template redistributes: not fixed, not tied, produced by a conv (``scope="all"``: any layer)."""
+        kinds = ("conv",) if scope == "conv" else ("conv", "linear")
+        return [g for g in self.groups if g.fixed is None and g.tie is None and g.kind in kinds]
+
+    def base_widths(self) -> dict[int, int]:
+        return {g.id: g.width for g in self.groups}
+
+    def by_signature(self) -> dict[str, ChannelGroup]:
+        return {g.signature: g for g in self.groups}
+
+
+def _policy_for(root: nn.Module) -> Any:
+    def policy(name: str) -> str:
+        parts = name.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            parent = root.get_submodule(".".join(parts[:cut]))
+            if any(t in _GROUP_WIDTH_BLOCKS for t in type(parent).__mro__):
+                return "width"
+        return "count"
+
+    return policy
+
+
+@gc_paused
+def trace(model: nn.Module, input_size: tuple[int, ...] | str | None = None) -> ChannelGraph:
+    """Trace ``model`` and find its channel groups. The model is not modified.
+
+    Args:
+        model: Any ``nn.Module`` whose forward takes one image-like tensor.
+        input_size: Input size without batch, e.g. ``(3, 224, 224)`` or ``"3,224,224"``. Defaults to the timm
+            ``pretrained_cfg`` input size when the model has one.
+
+    Returns:
+        The :class:`ChannelGraph`.
+
+    Raises:
+        TraceError: The model cannot be traced even with black boxes; the message names the node.
+        UsageError: No input size given and none can be inferred.
+
+    Example:
+        >>> import timm
+        >>> g = trace(timm.create_model("test_resnet"))
+        >>> sum(1 for grp in g.groups if grp.fixed is None) > 0
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"model {model!r} is not an nn.Module. Hint: build it first, e.g. timm.create_model('resnet50'), "
+            "or use redistribute.load_model('timm:resnet50')"
+        )
+    input_size = resolve_input_size(model, input_size)
+    leaf_types = frozenset(MODULE_RULES)
+    traced = trace_model(model, (1, *tuple(input_size)), leaf_types)
+    walker = Walker(model, _policy_for(model), traced.opaque, traced.index.modules)
+    walker.run(traced.graph)
+    return _finalize(model, traced, walker)
+
+
+def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
+    table = w.table
+    gid: dict[int, int] = {}
+    # by id, holding the layout so its id stays unique: many uses share one layout (a concat feeds a whole block)
+    mapped: dict[int, tuple[Layout, Layout]] = {}
+
+    def seg_map(layout: Layout | None) -> Layout | None:
+        if layout is None:
+            return None
+        done = mapped.get(id(layout))
+        if done is not None:
+            return done[1]
+        out = []
+        for s in table.resolve(layout):
+            if s.space is None:
+                out.append(s)
+            else:
+                root = table.find(s.space)
+                if root not in gid:
+                    gid[root] = len(gid)
+                out.append(Segment(gid[root], s.width, s.repeat))
+        result = tuple(out)
+        mapped[id(layout)] = (layout, result)
+        return result
+
+    if w.input_layout is not None:
+        seg_map(w.input_layout)
+    uses = tuple(
+        replace(
+            u,
+            in_layout=seg_map(u.in_layout),
+            out_layout=seg_map(u.out_layout),
+            position_layouts=tuple(seg_map(lay) for lay in u.position_layouts),  # type: ignore[misc]
+        )
+        for u in w.uses
+    )
+    inlined = [
+        (node.name, name, w.dims(node), tuple(node.meta["val"].shape))
+        for name, node in traced.inlined_calls
+        if isinstance(node.meta.get("val"), torch.Tensor) and isinstance(w.dims(node), tuple)
+    ]
+    outputs = tuple((n, m, tuple(seg_map(d) for d in dims), shape) for n, m, dims, shape in [*w.outputs, *inlined])  # type: ignore[misc]
+    roots = {v: k for k, v in gid.items()}
+    n = len(gid)
+    producers: list[list[tuple[int, str, LayerUse]]] = [[] for _ in range(n)]
+    consumers: list[list[str]] = [[] for _ in range(n)]
+    members: list[list[str]] = [[] for _ in range(n)]
+    for u in uses:
+        if u.kind in ("conv", "linear"):
+            for s in u.out_layout or ():
+                if s.space is not None and u.module not in [p[1] for p in producers[s.space]]:
+                    producers[s.space].append((u.order, u.module, u))
+            for s in u.in_layout or ():
+                if s.space is not None and u.module not in consumers[s.space]:
+                    consumers[s.space].append(u.module)
+        elif u.kind in ("norm", "param"):
+            for s in u.out_layout or ():
+                if s.space is not None and u.module not in members[s.space]:
+                    members[s.space].append(u.module)
+    multiple = [1] * n
+    block = [1] * n
+    for layout, m, _why in w.multiples:
+        for s in seg_map(layout) or ():
+            if s.space is not None:
+                multiple[s.space] = math.lcm(multiple[s.space], m)
+    for layout, b, _why in w.blocks:
+        for s in seg_map(layout) or ():
+            if s.space is not None:
+                block[s.space] = math.lcm(block[s.space], b)
+    ties: dict[int, tuple[int, int, int]] = {}
+    for dep, src, num, den in table.ties:
+        d, s = seg_map(table.atom(dep)), seg_map(table.atom(src))
+        if d and s and len(d) == 1 and len(s) == 1 and d[0].space != s[0].space:
+            ties[d[0].space] = (s[0].space, num, den)  # type: ignore[index]
+    groups = []
+    for g in range(n):
+        root = roots[g]
+        prods = sorted(producers[g], key=lambda p: p[0])
+        # a Linear over channels-last feature maps (ConvNeXt) filters like a conv; one over another 4-D tensor whose
+        # last dim carries no channel group (CaiT's talking heads mix attention heads) does not
+        filters = [
+            p
+            for p in prods
+            if p[2].kind == "conv"
+            or (len(p[2].in_shape) >= 4 and any(seg.space is not None for seg in p[2].in_layout or ()))
+        ]
+        kind = "conv" if filters else ("linear" if prods else "none")
+        first = (filters or prods)[0][2] if prods else None
+        stage: tuple[int, ...] = ()
+        if first is not None:
+            stage = tuple(first.out_shape[2:]) if first.kind == "conv" else tuple(first.out_shape[1:-1])
+        reasons = table.fixed.get(root)
+        fixed = "; ".join(reasons) if reasons else None
+        if fixed is None and not prods:
+            fixed = "no layer produces it" if members[g] or consumers[g] else "unused"
+        groups.append(
+            ChannelGroup(
+                id=g,
+                width=table.width[root],
+                producers=tuple(p[1] for p in prods),
+                consumers=tuple(consumers[g]),
+                members=tuple(members[g]),
+                kind=kind,
+                stage=stage,
+                producer_orders=tuple(p[0] for p in prods),
+                multiple=multiple[g],
+                block=block[g],
+                tie=ties.get(g),
+                fixed=fixed,
+            )
+        )
+    groups = _propagate_tie_fixes(groups)
+    base_params = traced.index.num_params
+    meta = _meta_layouts(model, traced, w, seg_map)
+    if not any(g.fixed is None for g in groups):
+        _logger.info("no free channel group found in %s", type(model).__name__)
+    return ChannelGraph(
+        groups=tuple(groups),
+        uses=uses,
+        outputs=outputs,
+        input_shape=traced.input_shape,
+        base_params=base_params,
+        opaque=dict(traced.opaque),
+        unmapped=dict(w.unmapped),
+        meta_layouts=meta,
+        model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+    )
+
+
+def _propagate_tie_fixes(groups: list[ChannelGroup]) -> list[ChannelGroup]:
+    changed = True
+    while changed:
+        changed = False
+        for g in groups:
+            if g.tie is None:
+                continue
+            src = groups[g.tie[0]]
+            if (src.fixed is None) != (g.fixed is None):
+                reason = f"tied to g{src.id if g.fixed is None else g.id} which is fixed"
+                groups[g.id] = replace(g, fixed=g.fixed or reason)
+                groups[src.id] = replace(src, fixed=src.fixed or reason)
+                changed = True
+    return groups
+
+
+def _channel_layout(dims: Any, size: int) -> Layout | None:
+    """The layout of the channel dim (1, or last for channels-last) of ``size`` channels; a dim that carries a
+    channel group wins over a spatial one of the same size (a channels-last 16x16 map with 16 channels)."""
+    if not isinstance(dims, tuple):
+        return None
+    found = [dims[d] for d in (1, len(dims) - 1) if 0 <= d < len(dims) and sum(s.size for s in dims[d]) == size]
+    return next((lay for lay in found if any(s.space is not None for s in lay)), found[0] if found else None)
+
+
+def _meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any) -> dict[str, Layout]:
+    out: dict[str, Layout] = {}
+    num_features = getattr(model, "num_features", None)
+    node = traced.marks.get("features")
+    if isinstance(num_features, int) and node is not None:
+        lay = _channel_layout(w.dims(node), num_features)
+        if lay is not None:
+            out["num_features"] = seg_map(lay)
+    for i, info in enumerate(getattr(model, "feature_info", None) or []):
+        if not isinstance(info, dict) or "module" not in info:
+            continue
+        node = traced.module_outputs.get(str(info["module"]))
+        lay = _channel_layout(w.dims(node), int(info.get("num_chs", -1))) if node is not None else None
+        if lay is not None:
+            out[f"feature_info.{i}"] = seg_map(lay)
+    head = getattr(model, "head_hidden_size", None)
+    get_classifier = getattr(model, "get_classifier", None)
+    if isinstance(head, int) and callable(get_classifier):
+        try:
+            clf = get_classifier()
+        except Exception:  # metadata is best effort
+            clf = None
+        clf_name = traced.index.paths.get(clf) if isinstance(clf, nn.Module) else None
+        use = next((u for u in w.uses if u.module == clf_name and u.in_layout is not None), None)
+        if use is not None and sum(s.size for s in use.in_layout) == head:  # type: ignore[union-attr]
+            out["head_hidden_size"] = seg_map(use.in_layout)
+    if "head_hidden_size" not in out and isinstance(head, int) and head == num_features and "num_features" in out:
+        out["head_hidden_size"] = out["num_features"]
+    return out
+
+
+def check_traceable(graph: ChannelGraph) -> None:
+    """Raise when nothing can be redistributed, naming the first reason."""
+    if not any(g.fixed is None and g.tie is None and g.kind != "none" for g in graph.groups):
+        reasons = sorted({g.fixed for g in graph.groups if g.fixed})
+        raise TraceError(
+            f"no channel group of {graph.model_class} can change width ({reasons[0] if reasons else 'no layers'}). "
+            "Hint: run 'redistribute inspect' to see every group and why it is fixed"
+        )

@@ -1,0 +1,119 @@
+"""The walker's dimension bookkeeping for reshapes, indexing and splits (layouts in, layouts out)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import fx
+
+from .. import heads as _heads
+from ..spaces import Layout, Segment, const, layout_size
+from .base import Walker
+
+__all__ = ["index", "reshape", "split_layout"]
+
+
+def reshape(w: Walker, node: fx.Node, src: Any) -> Any:
+    """A view/reshape: dims whose sizes match keep their layouts; merged dims repeat, split heads regroup."""
+    x = w.dims(src)
+    val = node.meta.get("val")
+    if not isinstance(x, tuple) or not isinstance(val, torch.Tensor):
+        return w.unknown(node)
+    in_shape = tuple(src.meta["val"].shape)
+    out_shape = tuple(val.shape)
+    out: list[Layout] = [const(s) for s in out_shape]
+    in_idx = [i for i, s in enumerate(in_shape) if s != 1]
+    out_idx = [j for j, s in enumerate(out_shape) if s != 1]
+    for i, s in enumerate(in_shape):
+        if s == 1 and any(seg.space is not None for seg in x[i]):
+            w.table.fix(x[i], f"reshape '{node.name}' drops a one-channel dim")
+    a = b = 0
+    while a < len(in_idx) and b < len(out_idx):
+        ga, gb = [in_idx[a]], [out_idx[b]]
+        pa, pb = in_shape[in_idx[a]], out_shape[out_idx[b]]
+        a, b = a + 1, b + 1
+        while pa != pb:
+            if pa < pb and a < len(in_idx):
+                ga.append(in_idx[a])
+                pa *= in_shape[in_idx[a]]
+                a += 1
+            elif b < len(out_idx):
+                gb.append(out_idx[b])
+                pb *= out_shape[out_idx[b]]
+                b += 1
+            else:
+                break
+        lays = [x[i] for i in ga]
+        spaced = [k for k, lay in enumerate(lays) if any(seg.space is not None for seg in lay)]
+        if not spaced:
+            continue
+        if len(ga) == 1 and len(gb) == 1:
+            out[gb[0]] = lays[0]
+        elif len(gb) == 1 and spaced == [0]:
+            inner = math.prod(in_shape[i] for i in ga[1:])
+            out[gb[0]] = tuple(Segment(s.space, s.width, s.repeat * inner) for s in lays[0])
+        else:  # attention heads (see _heads); anything else is fixed there
+            trailing = ga[-1] == len(in_shape) - 1 and gb[-1] == len(out_shape) - 1
+            mapped = _heads.regroup(w, node, lays, [out_shape[j] for j in gb], trailing)
+            for j, lay in zip(gb, mapped, strict=False):
+                out[j] = lay
+    _heads.check_literal_shape(w, node, out)
+    return tuple(out)
+
+
+def index(w: Walker, node: fx.Node, x: tuple[Layout, ...], idx: Any) -> Any:
+    """Basic indexing: full slices keep a dim, ``None`` adds one; picking inside a channel dim fixes it."""
+    items = list(idx) if isinstance(idx, tuple) else [idx]
+    if any(isinstance(i, (fx.Node, torch.Tensor, list)) for i in items):
+        return w.unknown(node)
+    n_ell = len(x) - sum(1 for i in items if i is not None and i is not Ellipsis)
+    out: list[Layout] = []
+    d = 0
+    for it in items:
+        if it is Ellipsis:
+            out.extend(x[d : d + n_ell])
+            d += n_ell
+        elif it is None:
+            out.append(const(1))
+        elif isinstance(it, int):
+            if any(s.space is not None for s in x[d]):
+                w.table.fix(x[d], f"indexing at '{node.name}'")
+            d += 1
+        elif isinstance(it, slice):
+            if it == slice(None):
+                out.append(x[d])
+            else:
+                if any(s.space is not None for s in x[d]):
+                    w.table.fix(x[d], f"slicing at '{node.name}'")
+                out.append(const(node.meta["val"].shape[len(out)]))
+            d += 1
+    out.extend(x[d:])
+    return tuple(out)
+
+
+def split_layout(w: Walker, node: fx.Node, layout: Layout, sizes: list[int]) -> list[Layout]:
+    """The parts of ``layout`` cut at ``sizes``; a cut through a segment fixes the layout (constant parts)."""
+    resolved = w.table.resolve(layout)
+    bounds, acc = [], 0
+    for s in resolved:
+        acc += s.size
+        bounds.append(acc)
+    parts: list[Layout] = []
+    start = 0
+    for size in sizes:
+        end = start + size
+        segs = []
+        pos = 0
+        for s in resolved:
+            if pos >= start and pos + s.size <= end:
+                segs.append(s)
+            pos += s.size
+        if layout_size(tuple(segs)) == size:
+            parts.append(tuple(segs))
+        else:
+            w.table.fix(layout, f"split at '{node.name}' cuts through a channel group")
+            return [const(z) for z in sizes]
+        start = end
+    return parts

@@ -1,0 +1,140 @@
+"""Channel rules for leaf modules: convolutions, linears, norms (timm's included), flatten, channel and pixel shuffles.
+
+Registered in :data:`redistribute.groups.rules.base.MODULE_RULES` (looked up along the MRO) when this module is imported;
+:func:`passthrough_module` is the walker's rule for parameterless leaves that no rule names.
+"""
+
+from __future__ import annotations
+
+from torch import fx, nn
+
+from ..spaces import Segment, const
+from .base import Dims, ModuleRule, Walker, module_rule, shape_of
+
+__all__ = ["passthrough_module", "pixel_shuffle"]
+
+
+@module_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    assert isinstance(mod, nn.modules.conv._ConvNd)
+    x = w.dims(node.args[0])
+    name = str(node.target)
+    in_l, groups = x[1], mod.groups
+    if groups > 1 and groups == mod.in_channels == mod.out_channels:
+        out_l, mode = in_l, "depthwise"
+    else:
+        out_l = w.table.fresh(mod.out_channels, name)
+        mode = "none" if groups == 1 else w.group_policy(name)
+        if mode == "count" and sum(seg.space is not None for seg in w.table.resolve(in_l)) > 1:
+            # group boundaries are channel positions: resizing one part of a concatenation moves the others
+            w.table.fix(in_l, f"{name} has groups={groups} over concatenated channels")
+        if mode == "count":
+            w.require_multiple(in_l, groups, f"{name} has groups={groups}")
+            w.require_multiple(out_l, groups, f"{name} has groups={groups}")
+        elif mode == "width":
+            w.require_block(in_l, mod.in_channels // groups, name)
+            w.require_block(out_l, mod.out_channels // groups, name)
+            w.tie(out_l, in_l, mod.out_channels, mod.in_channels, f"grouped conv {name}")
+    w.use_layer(node, "conv", in_l, out_l, mode=mode)
+    return (x[0], out_l, *tuple(const(s) for s in shape_of(node)[2:]))
+
+
+@module_rule(nn.Linear)
+def _linear(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    x = w.dims(node.args[0])
+    out_l = w.table.fresh(mod.out_features, str(node.target))  # type: ignore[arg-type]
+    w.use_layer(node, "linear", x[-1], out_l)
+    return (*tuple(x[:-1]), out_l)
+
+
+def _norm(channel_dim: int) -> ModuleRule:
+    def rule(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+        x = w.dims(node.args[0])
+        d = channel_dim % len(x)
+        num_groups = getattr(mod, "num_groups", 1)
+        if num_groups not in (1, shape_of(node)[d]):
+            w.require_multiple(x[d], num_groups, f"{node.target} has num_groups={num_groups}")
+        w.use_member(node, "norm", x[d], dim=d)
+        return x
+
+    return rule
+
+
+module_rule(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)(_norm(1))
+module_rule(nn.LayerNorm)(_norm(-1))
+
+
+#: timm's norm layers: (module of ``timm.layers``, class names, channel dim: 1 for NCHW or -1 for last).
+_TIMM_NORMS: tuple[tuple[str, tuple[str, ...], int], ...] = (
+    ("norm", ("LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d", "RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d",
+              "SimpleNorm2dFp32", "GroupNorm", "GroupNorm1"), 1),
+    ("norm_act", ("LayerNormAct2d", "LayerNormAct2dFp32", "RmsNormAct2d", "RmsNormAct2dFp32", "GroupNormAct",
+                  "GroupNorm1Act", "BatchNormAct2d", "FrozenBatchNorm2d", "FrozenBatchNormAct2d"), 1),
+    ("norm", ("RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32", "LayerNormFp32"), -1),
+    ("norm_act", ("LayerNormAct", "LayerNormActFp32", "RmsNormAct", "RmsNormActFp32"), -1),
+)  # fmt: skip
+
+
+def _register_timm() -> None:
+    try:
+        from timm.layers import norm, norm_act
+    except ImportError:  # pragma: no cover
+        return
+    modules = {"norm": norm, "norm_act": norm_act}
+    for where, names, dim in _TIMM_NORMS:
+        for cls_name in names:
+            cls = getattr(modules[where], cls_name, None)
+            if isinstance(cls, type):
+                module_rule(cls)(_norm(dim))
+    try:  # torchvision's FrozenBatchNorm2d (detection backbones)
+        from torchvision.ops.misc import FrozenBatchNorm2d
+    except ImportError:  # pragma: no cover
+        return
+    module_rule(FrozenBatchNorm2d)(_norm(1))
+
+
+_register_timm()
+
+
+@module_rule(nn.Flatten)
+def _flatten_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    return w.reshape(node, node.args[0])
+
+
+@module_rule(nn.ChannelShuffle)
+def _channel_shuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    x = w.dims(node.args[0])
+    w.table.fix(x[1], f"'{node.target}' (nn.ChannelShuffle) interleaves channels")
+    return x
+
+
+def pixel_shuffle(w: Walker, node: fx.Node, factor: int, unshuffle: bool) -> Dims:
+    """``PixelShuffle(r)``: output channel ``c`` reads input channels ``c*r*r ... c*r*r + r*r - 1``, so the input's
+    channels are the output's, each repeated ``r*r`` times in a row (``PixelUnshuffle``: the other way round)."""
+    x = w.dims(node.args[0])
+    out_shape = shape_of(node)
+    if not isinstance(x, tuple) or len(x) != 4 or len(out_shape) != 4:
+        return w.unknown(node)
+    block = factor * factor
+    spatial = tuple(const(s) for s in out_shape[2:])
+    resolved = w.table.resolve(x[1])
+    if unshuffle:  # (C, H, W) -> (C*r*r, H/r, W/r)
+        return (x[0], tuple(Segment(s.space, s.width, s.repeat * block) for s in resolved), *spatial)
+    out = w.table.fresh(out_shape[1], f"{node.name}.channels")  # (C*r*r, H, W) -> (C, H*r, W*r)
+    w.table.unify(x[1], (Segment(out[0].space, out_shape[1], block),), node.name)
+    return (x[0], out, *spatial)
+
+
+@module_rule(nn.PixelShuffle)
+def _pixel_shuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    return pixel_shuffle(w, node, int(mod.upscale_factor), unshuffle=False)  # type: ignore[attr-defined]
+
+
+@module_rule(nn.PixelUnshuffle)
+def _pixel_unshuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    return pixel_shuffle(w, node, int(mod.downscale_factor), unshuffle=True)  # type: ignore[attr-defined]
+
+
+def passthrough_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """Parameterless leaves (activations, dropout, pooling, upsampling): keep every dim whose size survives."""
+    return w.keep_dims(node, node.args[0])

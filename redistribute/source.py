@@ -1,0 +1,158 @@
+"""Resolve a model source: ``timm:NAME``, ``torchvision:NAME``, ``path/to/file.py:factory``.
+
+Example:
+    >>> m = load_model("timm:test_resnet")
+    >>> type(m).__name__
+    'ResNet'
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .errors import CheckpointError, SourceError
+
+__all__ = ["PREFIXES", "load_model"]
+
+PREFIXES = ("timm", "torchvision")
+
+
+def _suggest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        raise SourceError(
+            f"unknown timm model {name!r}{_suggest(name, timm.list_models())} (list them with timm.list_models())"
+        )
+    if not pretrained:
+        return _call(f"timm:{name}", timm.create_model, name, pretrained=False, **kwargs)
+    try:
+        return _call(f"timm:{name}", timm.create_model, name, pretrained=True, **kwargs)
+    except OSError as exc:  # hub/URL download failures and missing cache entries are all OSError subclasses
+        raise CheckpointError(
+            f"pretrained weights for timm:{name} {_timm_cache_hint(name)}: {exc}".splitlines()[0][:400]
+        ) from exc
+
+
+def _call(label: str, factory: Any, *args: Any, **kwargs: Any) -> nn.Module:
+    """Call a zoo factory; an argument it rejects (``num_classes="x"``, an unknown keyword) is a SourceError."""
+    try:
+        return factory(*args, **kwargs)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("pretrained", "weights"))
+        raise SourceError(
+            f"building {label}({shown}) failed: {type(exc).__name__}: {exc}".splitlines()[0][:400]
+        ) from exc
+
+
+def _timm_cache_hint(name: str) -> str:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name) or timm.models.get_pretrained_cfg(timm.models.get_arch_name(name))
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE as cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with timm
+        cache = "~/.cache/huggingface/hub"
+    where = f"(Hugging Face Hub {hub_id})" if hub_id else "(no Hub id)"
+    return f"{where} are not in the cache {cache} and cannot be downloaded. Hint: download them once online or pass --checkpoint PATH"
+
+
+def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Module:
+    from torchvision import models
+
+    names = models.list_models()
+    if name not in names:
+        raise SourceError(f"unknown torchvision model {name!r}{_suggest(name, names)}")
+    if not pretrained:
+        return _call(f"torchvision:{name}", models.get_model, name, weights=None, **kwargs)
+    try:
+        return _call(f"torchvision:{name}", models.get_model, name, weights="DEFAULT", **kwargs)
+    except OSError as exc:  # URLError is an OSError
+        import torch.hub
+
+        raise CheckpointError(
+            f"pretrained weights for torchvision:{name} are not in the cache {torch.hub.get_dir()}/checkpoints and cannot "
+            f"be downloaded ({exc}). Hint: download them once online or pass --checkpoint PATH".splitlines()[0]
+        ) from exc
+
+
+def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
+    path = Path(path_text)
+    if path.is_dir():
+        raise SourceError(
+            f"model file {path_text!r} is a folder, not a Python file. Hint: give path/to/file.py:factory"
+        )
+    if not path.is_file():
+        raise SourceError(f"model file {path_text!r} does not exist. Hint: give path/to/file.py:factory")
+    if not factory:
+        raise SourceError(f"{path_text!r} names no factory. Hint: give path/to/file.py:factory, e.g. {path_text}:make")
+    mod_name = f"_redistribute_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise SourceError(f"cannot import {path_text!r} as Python. Hint: give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:  # the user's file: report, don't crash (Ctrl-C goes on)
+        sys.modules.pop(mod_name, None)
+        raise SourceError(f"importing {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        found = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise SourceError(f"{path_text!r} has no callable {factory!r}{_suggest(factory, found)}")
+    try:
+        model = fn(**kwargs)
+    except (Exception, SystemExit) as exc:
+        raise SourceError(
+            f"calling {factory}() from {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise SourceError(f"{factory}() in {path_text!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_model(source: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a model from a source string, with random weights or the zoo's pretrained ones.
+
+    Args:
+        source: ``timm:NAME``, ``torchvision:NAME`` or ``path/to/file.py:factory``.
+        pretrained: Load the zoo's pretrained weights through its normal path (timm: the Hugging Face Hub cache;
+            torchvision: ``torch.hub``'s cache). Not available for ``file.py:factory`` sources.
+        **kwargs: Passed to the factory (e.g. ``num_classes``).
+
+    Raises:
+        SourceError: Unknown prefix or name (with close names), or a file/factory that fails.
+        CheckpointError: ``pretrained`` weights are neither cached nor downloadable (offline).
+    """
+    if not isinstance(source, str) or ":" not in source:
+        raise SourceError(
+            f"model source {source!r} has no prefix. Hint: write timm:NAME, torchvision:NAME or path/to/file.py:factory"
+        )
+    prefix, _, name = source.partition(":")
+    if prefix == "timm":
+        return _timm(name, kwargs, pretrained)
+    if prefix == "torchvision":
+        return _torchvision(name, kwargs, pretrained)
+    if pretrained:
+        raise SourceError(
+            f"--pretrained needs a timm: or torchvision: source, not {source!r}. Hint: use --checkpoint PATH"
+        )
+    path, _, factory = source.rpartition(":")
+    if path.endswith(".py"):
+        return _file(path, factory, kwargs)
+    raise SourceError(
+        f"unknown model source prefix {prefix!r}; use timm:NAME, torchvision:NAME or path/to/file.py:factory"
+    )

@@ -1,0 +1,22 @@
+"""Stage 5b, train: a saved spec (and weights) in, a trained model and its metrics out.
+
+Takes a spec folder written by the pipeline and an image folder; :mod:`~redistribute.training.loop` trains with
+timm's components (optimizer, scheduler, Mixup/CutMix, EMA, AMP, DDP under ``torchrun``) under one
+:class:`~redistribute.training.config.TrainConfig`, with data loaders from :mod:`~redistribute.training.data` and
+optional distillation from :mod:`~redistribute.training.distill`. Hands on a
+:class:`~redistribute.training.loop.TrainResult` and an output folder (:mod:`~redistribute.training.files`).
+"""
+
+from __future__ import annotations
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "TrainConfig": ".config",
+    "EpochMetrics": ".files",
+    "TrainProgress": ".loop",
+    "TrainResult": ".loop",
+    "train": ".loop",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
