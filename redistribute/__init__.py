@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
     from .groups.attention import register_attention as register_attention
     from .groups.graph import ChannelGraph as ChannelGraph
     from .groups.graph import ChannelGroup as ChannelGroup
-    from .groups.graph import register_group_width_block as register_group_width_block
+    from .groups.policy import register_group_width_block as register_group_width_block
     from .groups.graph import trace as trace
     from .planning.cost import CostModel as CostModel
     from .planning.cost import CostReport as CostReport
@@ -130,7 +130,7 @@ _EXPORTS = {
     "recalibrate_bn_": ".surgery.calibrate",
     "redistribute": ".api",
     "register_attention": ".groups.attention",
-    "register_group_width_block": ".groups.graph",
+    "register_group_width_block": ".groups.policy",
     "register_template": ".planning.templates",
     "save_spec": ".spec",
     "save_weights": ".surgery.weights",

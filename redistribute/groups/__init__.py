@@ -16,7 +16,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "ChannelGraph": ".graph",
     "ChannelGroup": ".graph",
-    "register_group_width_block": ".graph",
+    "register_group_width_block": ".policy",
     "trace": ".graph",
     "HeadSpec": ".attention",
     "register_attention": ".attention",
