@@ -1,7 +1,12 @@
-"""The one-call entry point: source or model in, redistributed model and plan out."""
+"""The one-call entry point: source or model in, redistributed model and plan out.
+
+From a source string the base is never built for real unless it must be: it is built as a skeleton
+(:mod:`redistribute.skeleton`) for planning, and :func:`build` makes the rebuilt model's weights directly.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -9,10 +14,46 @@ from torch import nn
 
 from .planning.planner import Plan, plan
 from .planning.templates import Template
+from .skeleton import is_skeleton
 from .source import load_model
+from .surgery.materialize import materialize_
 from .surgery.rebuild import apply
 
-__all__ = ["redistribute"]
+__all__ = ["build", "redistribute"]
+
+_logger = logging.getLogger(__name__)
+
+
+def build(base: nn.Module, plan: Plan, *, importance: str = "l1", source: str | None = None) -> nn.Module:
+    """The model at ``plan``'s widths: :func:`redistribute.apply` on ``base``, materialised if it is a skeleton.
+
+    A skeleton base (``load_model(..., meta=True)``) has no weights to carry: surgery runs on meta and every
+    new tensor gets its layer's own initialisation (:func:`~redistribute.surgery.materialize.materialize_`), so
+    the base is never allocated. Where some tensor has no initialiser, the base is built for real from
+    ``source`` and the plan applied to it (plans are identical for both, see ``tests/test_skeleton.py``).
+
+    Raises:
+        UsageError: ``base`` is a skeleton that cannot be materialised and no ``source`` is given.
+
+    Example:
+        >>> import torch
+        >>> base = load_model("timm:test_resnet", meta=True)
+        >>> p = plan(base, "b", input_size=(3, 64, 64))
+        >>> build(base, p, source="timm:test_resnet")(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 1000])
+    """
+    new = apply(base, plan, importance=importance)
+    if not is_skeleton(base) or materialize_(new):
+        return new
+    if source is None:
+        from .errors import UsageError
+
+        raise UsageError(
+            "this skeleton model cannot be initialised here (a tensor has no initialiser). Hint: build the base for "
+            "real, or pass source= so it can be rebuilt"
+        )
+    _logger.info("%s: some tensor has no initialiser on the meta path; building the base for real", source)
+    return apply(load_model(source), plan, importance=importance)
 
 
 def redistribute(
@@ -44,7 +85,7 @@ def redistribute(
     """
     source = None
     if isinstance(model, str):
-        source, model = model, load_model(model)
+        source, model = model, load_model(model, meta=True)
     plan_kwargs.setdefault("source", source)
     p = plan(model, template, match, **plan_kwargs)
-    return apply(model, p, importance=importance), p
+    return build(model, p, importance=importance, source=source), p

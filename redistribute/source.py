@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ from typing import Any
 from torch import nn
 
 from .errors import CheckpointError, SourceError
+from .skeleton import skeleton
 
 __all__ = ["PREFIXES", "load_model"]
 
 PREFIXES = ("timm", "torchvision")
+
+_logger = logging.getLogger(__name__)
 
 
 def _suggest(name: str, names: list[str]) -> str:
@@ -28,7 +32,7 @@ def _suggest(name: str, names: list[str]) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
-def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Module:
+def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False, meta: bool = False) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
@@ -36,7 +40,7 @@ def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Mod
             f"unknown timm model {name!r}{_suggest(name, timm.list_models())} (list them with timm.list_models())"
         )
     if not pretrained:
-        return _call(f"timm:{name}", timm.create_model, name, pretrained=False, **kwargs)
+        return _call(f"timm:{name}", timm.create_model, name, pretrained=False, meta=meta, **kwargs)
     try:
         return _call(f"timm:{name}", timm.create_model, name, pretrained=True, **kwargs)
     except OSError as exc:  # hub/URL download failures and missing cache entries are all OSError subclasses
@@ -45,8 +49,20 @@ def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Mod
         ) from exc
 
 
-def _call(label: str, factory: Any, *args: Any, **kwargs: Any) -> nn.Module:
-    """Call a zoo factory; an argument it rejects (``num_classes="x"``, an unknown keyword) is a SourceError."""
+def _call(label: str, factory: Any, *args: Any, meta: bool = False, **kwargs: Any) -> nn.Module:
+    """Call a zoo factory; an argument it rejects (``num_classes="x"``, an unknown keyword) is a SourceError.
+
+    With ``meta``, the model is built as a skeleton (:mod:`redistribute.skeleton`); a factory that cannot build
+    one is called again for real, with a log line saying so.
+    """
+    if meta:
+        try:
+            with skeleton():
+                return factory(*args, **kwargs)  # type: ignore[no-any-return]
+        except Exception as exc:  # any failure on meta: the real build below reports the factory's own errors
+            _logger.info(
+                "%s cannot be built on the meta device (%s: %s); building it for real", label, type(exc).__name__, exc
+            )
     try:
         return factory(*args, **kwargs)  # type: ignore[no-any-return]
     except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
@@ -69,14 +85,14 @@ def _timm_cache_hint(name: str) -> str:
     return f"{where} are not in the cache {cache} and cannot be downloaded. Hint: download them once online or pass --checkpoint PATH"
 
 
-def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> nn.Module:
+def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False, meta: bool = False) -> nn.Module:
     from torchvision import models
 
     names = models.list_models()
     if name not in names:
         raise SourceError(f"unknown torchvision model {name!r}{_suggest(name, names)}")
     if not pretrained:
-        return _call(f"torchvision:{name}", models.get_model, name, weights=None, **kwargs)
+        return _call(f"torchvision:{name}", models.get_model, name, weights=None, meta=meta, **kwargs)
     try:
         return _call(f"torchvision:{name}", models.get_model, name, weights="DEFAULT", **kwargs)
     except OSError as exc:  # URLError is an OSError
@@ -88,7 +104,7 @@ def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False) ->
         ) from exc
 
 
-def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
+def _file(path_text: str, factory: str, kwargs: dict[str, Any], meta: bool = False) -> nn.Module:
     path = Path(path_text)
     if path.is_dir():
         raise SourceError(
@@ -113,8 +129,17 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
     if not callable(fn):
         found = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
         raise SourceError(f"{path_text!r} has no callable {factory!r}{_suggest(factory, found)}")
+    model = None
+    if meta:
+        try:
+            with skeleton():
+                model = fn(**kwargs)
+        except Exception as exc:  # the real call below reports the factory's own errors
+            _logger.info(
+                "%s() from %s cannot be built on the meta device (%s); building it for real", factory, path_text, exc
+            )
     try:
-        model = fn(**kwargs)
+        model = model if model is not None else fn(**kwargs)
     except (Exception, SystemExit) as exc:
         raise SourceError(
             f"calling {factory}() from {path_text!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]
@@ -124,13 +149,16 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any]) -> nn.Module:
     return model
 
 
-def load_model(source: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+def load_model(source: str, pretrained: bool = False, *, meta: bool = False, **kwargs: Any) -> nn.Module:
     """Build a model from a source string, with random weights or the zoo's pretrained ones.
 
     Args:
         source: ``timm:NAME``, ``torchvision:NAME`` or ``path/to/file.py:factory``.
         pretrained: Load the zoo's pretrained weights through its normal path (timm: the Hugging Face Hub cache;
             torchvision: ``torch.hub``'s cache). Not available for ``file.py:factory`` sources.
+        meta: Build a skeleton for planning: tensors over :data:`redistribute.skeleton.SMALL` elements on the
+            meta device, so the cost does not grow with the parameter count. Ignored with ``pretrained``; a
+            factory that cannot build on meta is called for real (logged).
         **kwargs: Passed to the factory (e.g. ``num_classes``).
 
     Raises:
@@ -142,17 +170,18 @@ def load_model(source: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
             f"model source {source!r} has no prefix. Hint: write timm:NAME, torchvision:NAME or path/to/file.py:factory"
         )
     prefix, _, name = source.partition(":")
+    meta = meta and not pretrained
     if prefix == "timm":
-        return _timm(name, kwargs, pretrained)
+        return _timm(name, kwargs, pretrained, meta)
     if prefix == "torchvision":
-        return _torchvision(name, kwargs, pretrained)
+        return _torchvision(name, kwargs, pretrained, meta)
     if pretrained:
         raise SourceError(
             f"--pretrained needs a timm: or torchvision: source, not {source!r}. Hint: use --checkpoint PATH"
         )
     path, _, factory = source.rpartition(":")
     if path.endswith(".py"):
-        return _file(path, factory, kwargs)
+        return _file(path, factory, kwargs, meta)
     raise SourceError(
         f"unknown model source prefix {prefix!r}; use timm:NAME, torchvision:NAME or path/to/file.py:factory"
     )

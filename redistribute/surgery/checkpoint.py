@@ -91,17 +91,20 @@ def check_state_dict(
 def assign_state_dict(model: nn.Module, state: StateDict) -> None:
     """Replace ``model``'s parameters and persistent buffers by the tensors of ``state`` (checked beforehand).
 
-    The new tensors take the dtype and device of the ones they replace; nothing is written into old tensors.
+    The new tensors take the dtype and device of the ones they replace (a meta tensor of a skeleton takes the
+    checkpoint tensor's device); nothing is written into old tensors.
     """
     for prefix, m in model.named_modules():
         dot = f"{prefix}." if prefix else ""
         for name, t in list(m._parameters.items()):
             if t is not None and dot + name in state:
-                value = state[dot + name].detach().to(dtype=t.dtype, device=t.device)
+                value = state[dot + name].detach()
+                value = value.to(dtype=t.dtype, device=value.device if t.is_meta else t.device)
                 m._parameters[name] = nn.Parameter(value, requires_grad=t.requires_grad)
         for name, t in list(m._buffers.items()):
             if t is not None and dot + name in state and name not in m._non_persistent_buffers_set:
-                m._buffers[name] = state[dot + name].detach().to(dtype=t.dtype, device=t.device)
+                value = state[dot + name].detach()
+                m._buffers[name] = value.to(dtype=t.dtype, device=value.device if t.is_meta else t.device)
 
 
 def load_checkpoint(model: nn.Module, weights: str | os.PathLike[str] | StateDict, use_ema: bool = True) -> nn.Module:

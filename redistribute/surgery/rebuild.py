@@ -53,13 +53,13 @@ def _score(modules: Mapping[str, nn.Module], width: int, uses: list[LayerUse], i
     for u in uses:
         if importance == "bn" and u.kind == "norm":
             w = getattr(modules[u.module], "weight", None)
-            if w is not None and w.shape[0] == width:
+            if w is not None and w.shape[0] == width and not w.is_meta:
                 score += w.detach().abs().double().cpu()
             continue
         if importance != "bn" and u.kind in ("conv", "linear"):
             m = modules[u.module]
             weight = getattr(m, "weight", None)
-            if weight is None:
+            if weight is None or weight.is_meta:  # a skeleton's weights have no values: they are initialised afresh
                 continue
             w = weight.detach()
             if getattr(m, "transposed", False):
