@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
     from .groups.attention import register_attention as register_attention
     from .groups.graph import ChannelGraph as ChannelGraph
     from .groups.graph import ChannelGroup as ChannelGroup
-    from .groups.policy import register_group_width_block as register_group_width_block
     from .groups.graph import trace as trace
+    from .groups.policy import register_group_width_block as register_group_width_block
     from .planning.cost import CostModel as CostModel
     from .planning.cost import CostReport as CostReport
     from .planning.planner import Plan as Plan

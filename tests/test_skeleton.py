@@ -127,7 +127,7 @@ def test_a_checkpoint_fills_a_skeleton() -> None:
     sk = redistribute.load_model("timm:test_resnet", meta=True)
     load_checkpoint(sk, real.state_dict())
     assert not is_skeleton(sk)
-    for (name, a), b in zip(real.state_dict().items(), sk.state_dict().values()):
+    for (name, a), b in zip(real.state_dict().items(), sk.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
