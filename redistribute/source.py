@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -92,6 +93,8 @@ def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False, me
     if name not in names:
         raise SourceError(f"unknown torchvision model {name!r}{_suggest(name, names)}")
     if not pretrained:
+        if "weights_backbone" in inspect.signature(models.get_model_builder(name)).parameters:
+            kwargs = {"weights_backbone": None, **kwargs}  # segmentation/detection: no backbone download either
         return _call(f"torchvision:{name}", models.get_model, name, weights=None, meta=meta, **kwargs)
     try:
         return _call(f"torchvision:{name}", models.get_model, name, weights="DEFAULT", **kwargs)

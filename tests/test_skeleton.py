@@ -135,3 +135,9 @@ def test_redistribute_from_a_source_string_builds_only_the_result() -> None:
     new, p = redistribute.redistribute("timm:test_resnet", "d", input_size=SIZE)
     assert not is_skeleton(new)
     assert sum(t.numel() for t in new.parameters()) == p.cost.params
+
+
+def test_torchvision_segmentation_builds_offline_without_backbone_weights() -> None:
+    """``weights_backbone`` defaults to ImageNet weights in torchvision: without --pretrained nothing is fetched."""
+    m = redistribute.load_model("torchvision:lraspp_mobilenet_v3_large", meta=True)
+    assert type(m).__name__ == "LRASPP"
