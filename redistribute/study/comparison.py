@@ -297,7 +297,10 @@ def compare(
         resolve_device(device)
         check_threads(threads)
     if isinstance(model, str):
-        source, model = source or model, load_model(model)
+        source, model = (
+            source or model,
+            load_model(model, meta=not (measure or check_flops)),
+        )  # plans alone need no weights
     say: Progress = progress or (lambda _m, _d, _t: None)
     per = 1 + (2 if measure else 0) + (1 if check_flops else 0)
     total = per * len(names) + 1

@@ -206,6 +206,6 @@ def plans_from_specs(specs: Sequence[str | os.PathLike[str]]) -> list[Plan]:
         kwargs = dict(data.get("model_kwargs") or {})
         key = f"{source} {json.dumps(kwargs, sort_keys=True)}"
         if key not in models:
-            models[key] = load_model(str(source), **kwargs)
+            models[key] = load_model(str(source), meta=True, **kwargs)  # a skeleton: plans need no weights
         plans.append(spec_to_plan(data, models[key]))
     return plans
