@@ -31,6 +31,16 @@ def _cells() -> ModuleType:
 
 
 CELLS = _cells()
+# Three vertices into the output: its 16 channels split 6/5/5, so the 1 -> 3 edge truncates 6 -> 5 with a slice,
+# and the output concatenates; with the input -> vertex projections, every mapping the cell has.
+SPLIT = (
+    [[0, 1, 1, 1, 0],
+     [0, 0, 0, 1, 1],
+     [0, 0, 0, 0, 1],
+     [0, 0, 0, 0, 1],
+     [0, 0, 0, 0, 0]],
+    ["input", CELLS.C3, CELLS.C1, CELLS.C3, "output"],
+)  # fmt: skip
 
 
 def _check_every_template(net: torch.nn.Module) -> None:
@@ -53,9 +63,12 @@ def _check_every_template(net: torch.nn.Module) -> None:
         assert num_params(new) != num_params(net), template
 
 
-@pytest.mark.parametrize("cell", ["resnet_like", "best"])
+@pytest.mark.parametrize("cell", ["resnet_like", "best", "split"])
 def test_small_nasbench_network_redistributes(cell: str) -> None:
-    net = CELLS.network(CELLS.CELLS[cell], stem_out_channels=16, num_modules_per_stack=1)
+    spec = SPLIT if cell == "split" else CELLS.CELLS[cell]
+    net = CELLS.network(spec, stem_out_channels=16, num_modules_per_stack=1)
+    if cell == "split":
+        assert net.layers[1].vertex_channels == [16, 6, 5, 5, 16]  # the split and the truncation are there
     _check_every_template(net)
 
 
