@@ -28,10 +28,16 @@ def known_values(args: tuple[Any, ...]) -> bool:
     """Whether the positional arguments hold a known tensor and no unknown one (evaluate for real, no shape rule).
 
     ``torch.tensor(3) - x.size(1)`` must stay a real CPU tensor so that ``if``/``assert`` on it resolves; a shape
-    rule would turn it into a meta tensor whose value is lost.
+    rule would turn it into a meta tensor whose value is lost. Tensors inside one level of tuples and lists
+    (``torch.cat([a, b])``) count too.
     """
-    kinds = [a.device.type == "meta" for a in args if isinstance(a, torch.Tensor)]
+    kinds = [t.device.type == "meta" for t in _tensors(args)]
     return bool(kinds) and not any(kinds)
+
+
+def _tensors(values: Any) -> list[torch.Tensor]:
+    flat = [*values, *(v for a in values if type(a) in _SEQUENCES for v in a)]
+    return [t for t in flat if isinstance(t, torch.Tensor)]
 
 
 def unknown_wins(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -40,9 +46,7 @@ def unknown_wins(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[A
     Without this, ``x + table`` or ``x.masked_fill(mask, 0)`` with a constant kept on the CPU would fail with a
     device mismatch. Tensors inside one level of tuples and lists (``torch.cat([x, const])``) count too.
     """
-    flat = [*args, *kwargs.values()]
-    flat += [v for a in flat if type(a) in _SEQUENCES for v in a]
-    metas = [t.device.type == "meta" for t in flat if isinstance(t, torch.Tensor)]
+    metas = [t.device.type == "meta" for t in _tensors([*args, *kwargs.values()])]
     if all(metas) or not any(metas):
         return args, kwargs
 

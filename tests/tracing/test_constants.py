@@ -103,3 +103,22 @@ def test_meta_copy_keeps_small_constants_only() -> None:
     assert copy.trainable.device.type == "meta"
     assert copy.buf.device.type == "meta"  # buffers are the model's data, whatever their size
     assert copy.conv.weight.device.type == "meta"
+
+
+class _ConcatenatedConstants(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.extra = torch.tensor([4])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        widths = torch.cat([y.size(1) + self.extra, self.extra])  # known values in a list: no shape rule
+        if widths.sum() == 16:
+            y = torch.relu(y)
+        return y
+
+
+def test_functions_of_lists_of_constants_stay_known() -> None:
+    graph = _trace(_ConcatenatedConstants())
+    assert "relu" in [getattr(n.target, "__name__", str(n.target)) for n in graph.nodes]
