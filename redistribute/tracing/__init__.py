@@ -7,7 +7,7 @@ the module index (names, aliases, parameter counts) and the modules kept as blac
 Nothing here knows about channels; :mod:`redistribute.groups` reads the graph.
 
 Modules: ``tracer`` (the fx tracer and meta propagation), ``hooked`` (tracing without patching ``nn.Module``),
-``clone`` (meta copies), ``index`` (one walk over the module tree), ``shape_rules`` (meta values that torch
+``clone`` (meta copies), ``known`` (constant tensors keep their values), ``index`` (one walk over the module tree), ``shape_rules`` (meta values that torch
 cannot compute on meta), ``input_size`` (parsing ``--input-size``), ``gcpause`` (GC paused while building graphs).
 """
 

@@ -7,7 +7,9 @@ each tensor becomes, immutable atoms (numbers, strings, types, functions) are sh
 recreated, and anything else (non-empty lists and dicts such as ``feature_info``, bound methods, config objects)
 goes through ``copy.deepcopy`` with the same memo. The result is what ``deepcopy`` gives, minus the tensor copies.
 
-* :func:`meta_copy`: every tensor becomes an empty meta tensor of its shape (what the tracer runs on).
+* :func:`meta_copy`: every tensor becomes an empty meta tensor of its shape (what the tracer runs on), except
+  small constants kept as plain attributes (an adjacency matrix, ``torch.tensor(3)``), which keep their values so
+  that control flow on them still resolves.
 * :func:`copy_sharing_tensors`: tensors stay shared with the original; surgery replaces the ones it resizes and
   :func:`unshare` then clones the rest, so no weight is copied twice and nothing is left shared.
 """
@@ -97,7 +99,9 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
 
 
 def meta_copy(model: nn.Module, class_fn: ClassFn | None = None, memo: dict[int, Any] | None = None) -> nn.Module:
-    """A copy of ``model`` with every parameter and buffer on the meta device; no data is copied.
+    """A copy of ``model`` with every parameter and buffer on the meta device; no weight is copied.
+
+    Small constant tensors kept as plain attributes keep their values (see :func:`_is_constant`).
 
     ``class_fn`` maps a module's class to the class its copy is made of (``None``: the same class); the tracer
     uses it to build the copy from subclasses that carry its hooks. ``memo``, when given, is filled with what
@@ -113,11 +117,33 @@ def meta_copy(model: nn.Module, class_fn: ClassFn | None = None, memo: dict[int,
         if id(t) not in memo:
             meta = torch.empty_like(t, device=_META)
             memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
-    return _copy_module(model, memo, _to_meta, class_fn)
+    return _copy_module(model, memo, _loose_to_meta, class_fn)
+
+
+_CONSTANT_NUMEL = 4096  # 32 KB of int64 at most: a constant copied for its value, never a cache or a weight
 
 
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(t.shape, dtype=t.dtype, device=_META)
+
+
+def _is_constant(t: torch.Tensor) -> bool:
+    """Whether a loose tensor (a plain attribute, not a parameter or buffer) holds configuration, not data.
+
+    Such a tensor keeps its value in the meta copy, so that control flow on it resolves at trace time: NAS-Bench-101's
+    cell keeps its adjacency matrix this way and branches on ``self.matrix[0, t]``. The rule is what a value can
+    cost and what it can mean: parameters and buffers are the model's data and always become meta (they are
+    seeded before this runs); a tensor that requires grad is trainable data; one on an accelerator would put device
+    work in the trace; and one over :data:`_CONSTANT_NUMEL` elements is a cache (attention biases, masks) whose
+    copy would cost as much as a weight's and whose values no ``if`` reads. A kept tensor that later meets a meta
+    one becomes meta there (see the tracer), so keeping too much costs a copy, never a wrong or failed trace.
+    """
+    return t.device.type == "cpu" and not t.requires_grad and t.numel() <= _CONSTANT_NUMEL
+
+
+def _loose_to_meta(t: torch.Tensor) -> torch.Tensor:
+    """A loose tensor's counterpart in the meta copy: a detached copy if :func:`_is_constant`, else meta."""
+    return t.detach().clone() if _is_constant(t) else _to_meta(t)
 
 
 def _detached_clone(t: torch.Tensor) -> torch.Tensor:

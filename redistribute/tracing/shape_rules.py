@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooked import base_type
+from .known import known_values
 
 __all__ = ["EXACT_MODULE_SHAPES", "FUNCTION_SHAPES", "METHOD_SHAPES", "MODULE_SHAPES", "meta_value"]
 
@@ -254,8 +255,11 @@ def meta_value(
     """``(True, value)`` when a cheap rule knows the node's meta value, else ``(False, None)``.
 
     Modules match along their MRO, like the group rules in :mod:`redistribute.groups.rules.functions`, which treat every norm
-    (timm's norm-act layers included) as shape-preserving too.
+    (timm's norm-act layers included) as shape-preserving too. Functions and methods of tensors whose values are
+    known (made from Python constants) have no rule: they are evaluated for real.
     """
+    if op in ("call_function", "call_method") and known_values(args):
+        return False, None
     if op == "call_function":
         try:
             fn = FUNCTION_SHAPES.get(target)

@@ -28,6 +28,7 @@ from ..errors import TraceError
 from .clone import meta_copy
 from .hooked import LeanTracer, all_hooked, base_type, hooked_class, trace_hooked
 from .index import ModuleIndex, index_modules
+from .known import is_unknown, unknown_wins
 from .shape_rules import meta_value
 
 __all__ = ["TracedModel", "trace_model"]
@@ -52,9 +53,9 @@ def _data_dependent(node: fx.Node, what: str) -> TraceError:
 
 
 def _concrete(node: fx.Node, what: str) -> Any:
-    """The node's meta value as a Python value; a tensor's values are unknown on the meta device."""
+    """The node's meta value as a Python value; a meta tensor's values are unknown."""
     value = node.meta.get("val")
-    if isinstance(value, torch.Tensor) and what != "len":
+    if what != "len" and is_unknown(value):
         raise _data_dependent(node, what)
     return value
 
@@ -281,6 +282,7 @@ class _Tracer(LeanTracer):
             return value
         if node.op == "get_attr":
             return self._attr(str(node.target))
+        args, kwargs = unknown_wins(args, kwargs)
         if node.op in ("call_function", "call_method"):
             self._evaluating = True
             try:
