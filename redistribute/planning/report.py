@@ -57,6 +57,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "tolerance": plan.tolerance,
         "target": plan.target,
         "achieved": plan.achieved,
+        "fidelity": plan.fidelity.to_dict() if plan.fidelity is not None else None,
         "totals": totals(plan),
         "stages": stage_rows(plan),
         "groups": [
