@@ -85,7 +85,8 @@ def print_transfer(out: Console, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         prods = r["producers"]
         shown = ", ".join(prods[:2]) + (f" (+{len(prods) - 2})" if len(prods) > 2 else "")
-        kept = f"{r['kept_mass']:.1%}" + ("" if r["preserving"] else " [yellow](norm across channels)[/yellow]")
+        across = f" [yellow](mixed across channels at {r.get('across')})[/yellow]"
+        kept = f"{r['kept_mass']:.1%}" + ("" if r["preserving"] else across)
         table.add_row(f"g{r['group']}", r["stage"], shown, str(r["base"]), str(r["new"]), kept)
     out.print(table)
 

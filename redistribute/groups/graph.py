@@ -135,6 +135,8 @@ class ChannelGraph:
         meta_layouts: Channel layouts behind timm metadata (``num_features``, ``head_hidden_size``,
             ``feature_info.<i>``).
         model_class: Qualified class name of the traced model.
+        cross_channel: Groups that some op reduces or normalises across (channel mean/sum/softmax, LayerNorm,
+            GroupNorm), mapped to the first such node: growing them cannot preserve the function.
     """
 
     groups: tuple[ChannelGroup, ...]
@@ -146,6 +148,7 @@ class ChannelGraph:
     unmapped: dict[str, str] = field(default_factory=dict)
     meta_layouts: dict[str, Layout] = field(default_factory=dict)
     model_class: str = ""
+    cross_channel: dict[int, str] = field(default_factory=dict)
 
     def free_groups(self, scope: str = "conv") -> list[ChannelGroup]:
         """Groups a template redistributes: not fixed, not tied, produced by a conv (``scope="all"``: any layer)."""
@@ -320,6 +323,11 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
     groups = _propagate_tie_fixes(groups)
     base_params = traced.index.num_params
     meta = _meta_layouts(model, traced, w, seg_map)
+    cross: dict[int, str] = {}
+    for layout, node_name in w.cross_channel:
+        for seg in seg_map(layout) or ():
+            if seg.space is not None:
+                cross.setdefault(seg.space, node_name)
     if not any(g.fixed is None for g in groups):
         _logger.info("no free channel group found in %s", type(model).__name__)
     return ChannelGraph(
@@ -332,6 +340,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         unmapped=dict(w.unmapped),
         meta_layouts=meta,
         model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        cross_channel=cross,
     )
 
 

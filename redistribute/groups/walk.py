@@ -55,6 +55,7 @@ class Walker:
         self.unmapped: dict[str, str] = {}
         self.input_layout: Layout | None = None
         self.heads: dict[str, tuple[Layout, str, int]] = {}  # attention module -> head space, node, order
+        self.cross_channel: list[tuple[Layout, str]] = []  # (layout, node) of ops that mix across channels
 
     # -- driving --------------------------------------------------------------------------------------------
     def run(self, graph: fx.Graph) -> None:
@@ -229,6 +230,13 @@ class Walker:
                 lead,
             )
         )
+
+    def mark_cross_channel(self, layout: Layout, node: fx.Node) -> None:
+        """Record that ``node`` reduces or normalises across the channels of ``layout`` (a channel mean, softmax,
+        LayerNorm, GroupNorm): new channels of its groups change its result, so growing them cannot preserve the
+        function."""
+        if any(seg.space is not None for seg in layout):
+            self.cross_channel.append((layout, node.name))
 
     def use_member(self, node: fx.Node, kind: str, layout: Layout, dim: int) -> None:
         name = str(node.target)

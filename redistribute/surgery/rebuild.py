@@ -218,20 +218,15 @@ def _resize_param(modules: Mapping[str, nn.Module], use: LayerUse, idx: torch.Te
 
 
 def channel_normalized_groups(model: nn.Module, graph: ChannelGraph) -> dict[int, str]:
-    """Groups that a norm takes statistics *across* (LayerNorm over channels, GroupNorm with several channels per
-    group), mapped to that norm's name. New channels in them change the statistics, so growing them cannot keep
-    the function exactly (BatchNorm-style norms are per channel and do not have this problem)."""
-    found: dict[int, str] = {}
-    for u in graph.uses:
-        if u.kind != "norm" or u.out_layout is None:
-            continue
-        m = model.get_submodule(u.module)
-        across = isinstance(m, nn.LayerNorm) or (isinstance(m, nn.GroupNorm) and m.num_groups < m.num_channels)
-        if across:
-            for seg in u.out_layout:
-                if seg.space is not None:
-                    found.setdefault(seg.space, u.module)
-    return found
+    """Groups that some op reduces or normalises *across* (a channel mean, sum, max or softmax, ``F.normalize``,
+    LayerNorm, GroupNorm with several channels per group, a hand-written LayerNorm), mapped to that op's node.
+
+    Found from the graph (:attr:`ChannelGraph.cross_channel`), not from module types: new channels change what
+    such an op computes, so growing these groups cannot keep the function exactly (BatchNorm-style norms are per
+    channel and do not have this problem). ``model`` is unused and kept for callers.
+    """
+    del model
+    return dict(graph.cross_channel)
 
 
 def _check_fits(model: nn.Module, modules: Mapping[str, nn.Module], plan: Plan) -> None:

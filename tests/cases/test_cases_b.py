@@ -160,3 +160,85 @@ def test_distribution_steps_unchanged_by_matching() -> None:
     d = distribution(g, "conv", None, 8)
     p = redistribute.plan(g, "b")
     assert all(p.widths[i] % d.steps[i] == 0 for i in d.free)
+
+
+# -- 2. honest function preservation -----------------------------------------------------------------------------
+GROW_CASES = (
+    "nafnet_gate_layernorm",
+    "groupnorm_residual",
+    "conv1d_flatten_linear",
+    "depthwise_multiplier",
+    "linear_to_convtranspose",
+    "module_reuse",
+    "vovnet_se_views",
+    "ghost_slice",
+    "prelu",
+)
+
+
+@pytest.mark.parametrize("case", GROW_CASES)
+def test_growth_report_matches_measured_output(case: str) -> None:
+    """Grow each free group alone by 8 steps: the transfer report says preserving exactly when the output is
+    unchanged to 1e-5."""
+    from redistribute.errors import RedistributeError
+    from redistribute.planning.planner import plan_from_widths
+    from redistribute.surgery.transfer import transfer_report
+
+    mod = load_case(case)
+    torch.manual_seed(0)
+    m = mod.make().eval()
+    try:
+        g = redistribute.trace(m, mod.INPUT_SIZE)
+    except RedistributeError as exc:  # a clear refusal is a right outcome; it is not this test's subject
+        pytest.skip(f"{case} is refused: {exc}")
+    x = torch.randn(2, *mod.INPUT_SIZE)
+    with torch.no_grad():
+        y = m(x)
+    checked = 0
+    for grp in g.free_groups("all"):
+        widths = g.base_widths()
+        widths[grp.id] += 8 * max(grp.multiple, grp.block, 1)
+        p = plan_from_widths(g, widths)
+        with torch.no_grad():
+            dy = (redistribute.apply(m, p)(x) - y).abs().max().item()
+        (row,) = [r for r in transfer_report(m, p) if r.group == grp.id]
+        assert row.preserving == (dy <= 1e-5), (case, grp.id, grp.producers, dy, row)
+        assert (row.across is not None) == (not row.preserving)
+        checked += 1
+    if case in ("nafnet_gate_layernorm", "groupnorm_residual"):
+        assert checked > 0
+
+
+def test_nafnet_hand_written_layernorm_is_found() -> None:
+    mod = load_case("nafnet_gate_layernorm")
+    g = redistribute.trace(mod.make(), mod.INPUT_SIZE)
+    assert g.cross_channel, "the hand-written LayerNorm's channel mean is a cross-channel op"
+    assert all(isinstance(n, str) for n in g.cross_channel.values())
+
+
+class _Mixers(nn.Module):
+    """One stream per way of mixing across channels, and one control stream that only pools spatially."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(3, 8, 3, padding=1) for _ in range(7))
+        self.soft2d = nn.Softmax2d()
+        self.head = nn.Conv2d(8 * 7, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b, c, d, e, f, ctl = (conv(x) for conv in self.convs)
+        a = a * torch.sigmoid(torch.cat([a.mean(1, keepdim=True), a.amax(1, keepdim=True)], 1).sum(1, keepdim=True))
+        b = b.softmax(dim=1)
+        c = torch.nn.functional.normalize(c)
+        d = self.soft2d(d)
+        e = torch.nn.functional.group_norm(e, 2)
+        f = (f - f.mean(1, keepdim=True)) / (f.var(1, keepdim=True) + 1e-5).sqrt()  # hand-written LayerNorm
+        ctl = ctl * torch.sigmoid(ctl.mean((2, 3), keepdim=True))  # spatial pooling: per channel
+        return self.head(torch.cat([a, b, c, d, e, f, ctl], 1))
+
+
+def test_cross_channel_ops_found_from_the_graph() -> None:
+    g = redistribute.trace(_Mixers(), (3, 16, 16))
+    by_conv = {grp.producers[0]: grp.id for grp in g.groups if grp.producers and grp.producers[0].startswith("convs")}
+    marked = {name for name, gid in by_conv.items() if gid in g.cross_channel}
+    assert marked == {f"convs.{i}" for i in range(6)}
