@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ..tracing.behaviour import lookup
 from . import heads as _heads
 from .rules import base as _rules
 from .rules import functions, matmul  # noqa: F401  (importing registers their rules)
@@ -101,7 +102,7 @@ class Walker:
         if name in self._opaque:
             out = self.unknown(node, f"module '{name}' cannot be traced ({self._opaque[name]})")
         else:
-            rule = next((_rules.MODULE_RULES[t] for t in type(mod).__mro__ if t in _rules.MODULE_RULES), None)
+            rule = lookup(_rules.MODULE_RULES, type(mod))
             if rule is None:
                 has_state = any(True for _ in mod.parameters()) or any(True for _ in mod.buffers())
                 if has_state:

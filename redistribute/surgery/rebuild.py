@@ -25,6 +25,7 @@ from ..groups.graph import ChannelGraph
 from ..groups.spaces import Layout
 from ..groups.uses import LayerUse
 from ..planning.planner import IMPORTANCE, Plan, check_options
+from ..tracing.behaviour import lookup
 from ..tracing.clone import copy_sharing_tensors, unshare
 from ..tracing.gcpause import gc_paused
 from .attention import resize_heads
@@ -196,13 +197,10 @@ def _arange(n: int) -> torch.Tensor:
 
 
 def _handler(m: nn.Module) -> object:
-    """The resize handler of ``m``'s nearest class along its MRO: a registered handler or an attention class."""
-    for t in type(m).__mro__:
-        if t in HANDLERS:
-            return HANDLERS[t]
-        if t in HEAD_SPECS:
-            return resize_heads
-    return None
+    """The resize handler of ``m``'s nearest class along its MRO: a registered handler or an attention class (the
+    search stops at a class that overrides ``forward`` without a rule; see :func:`~redistribute.tracing.behaviour.lookup`)."""
+    table: dict[type, object] = {**{t: resize_heads for t in HEAD_SPECS}, **HANDLERS}
+    return lookup(table, type(m), HEAD_SPECS)
 
 
 def _resize_param(modules: Mapping[str, nn.Module], use: LayerUse, idx: torch.Tensor) -> None:

@@ -25,6 +25,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import TraceError
+from .behaviour import lookup
 from .clone import meta_copy
 from .hooked import LeanTracer, all_hooked, base_type, hooked_class, trace_hooked
 from .index import ModuleIndex, index_modules
@@ -110,6 +111,7 @@ class _Tracer(LeanTracer):
         self._buffer_names = index.buffers
         self._hooked = hooked
         self._leaf_types = leaf_types
+        self._leaf_map = dict.fromkeys(leaf_types, True)
         self._notrace, _ = _timm_notrace()
         self.forced_leaves: dict[str, str] = {}
         self._leaf_by_type: dict[type, bool] = {}
@@ -178,9 +180,8 @@ class _Tracer(LeanTracer):
         return leaf
 
     def _class_is_leaf(self, m: nn.Module, module_qualified_name: str) -> bool:
-        for t in type(m).__mro__:
-            if t in self._leaf_types:
-                return True
+        if lookup(self._leaf_map, type(m)):
+            return True
         if base_type(m) in self._notrace:
             return False  # try to trace through timm's no-trace blocks; fall back to a black box below
         return super().is_leaf_module(m, module_qualified_name)

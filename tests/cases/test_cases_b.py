@@ -242,3 +242,134 @@ def test_cross_channel_ops_found_from_the_graph() -> None:
     by_conv = {grp.producers[0]: grp.id for grp in g.groups if grp.producers and grp.producers[0].startswith("convs")}
     marked = {name for name, gid in by_conv.items() if gid in g.cross_channel}
     assert marked == {f"convs.{i}" for i in range(6)}
+
+
+# -- 3. rules by behaviour ---------------------------------------------------------------------------------------
+class _PermutedLN(nn.LayerNorm):
+    """Like torchvision's ConvNeXt LayerNorm2d: a LayerNorm subclass that permutes to channels-last inside."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = torch.nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class _WithPermutedLN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.norm = _PermutedLN(16)
+        self.conv = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(self.norm(self.stem(x))).mean((2, 3)))
+
+
+def test_subclass_overriding_forward_does_not_inherit_the_rule() -> None:
+    from redistribute.groups.rules.base import MODULE_RULES
+    from redistribute.surgery.rebuild import _handler
+    from redistribute.tracing.behaviour import lookup
+
+    assert lookup(MODULE_RULES, nn.LayerNorm) is not None
+    assert lookup(MODULE_RULES, _PermutedLN) is None
+    assert _handler(_PermutedLN(4)) is None
+    m = _WithPermutedLN().eval()
+    g = redistribute.trace(m, (3, 16, 16))
+    assert not any(u.module == "norm" and u.kind == "norm" for u in g.uses)  # traced into, not a LayerNorm leaf
+    stem = next(grp for grp in g.groups if "stem" in grp.producers)
+    for template in ("a", "c"):
+        p = redistribute.plan(g, template, divisor=1, match="none", k=40.0)
+        new = redistribute.apply(m, p)
+        assert new(torch.randn(1, 3, 16, 16)).shape == (1, 10)
+        if stem.fixed is None:
+            assert new.norm.weight.shape[0] == p.widths[stem.id]
+
+
+def test_torchvision_convnext_redistributes_to_a_working_model(tmp_path: Path) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    from redistribute.cli.commands import app
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app, ["run", "torchvision:convnext_tiny", "-t", "a", "--input-size", "3,64,64", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    new = redistribute.load(out)
+    base = torchvision.models.convnext_tiny()
+    assert new.features[0][1].weight.shape != base.features[0][1].weight.shape  # the stem stream changed width
+    with torch.no_grad():
+        y = new.eval()(torch.randn(1, 3, 64, 64))
+    assert y.shape == (1, 1000)
+
+
+def _module_classes() -> list[type]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    timm_layers = pytest.importorskip("timm.layers")
+    names = ["torch.nn", "timm.layers"]
+    names += [i.name for i in pkgutil.walk_packages(timm_layers.__path__, "timm.layers.")]
+    seen: dict[type, None] = {}
+    for name in names:
+        mod = importlib.import_module(name)
+        for _, cls in inspect.getmembers(mod, inspect.isclass):
+            if issubclass(cls, nn.Module) and cls.__module__.startswith(("torch.nn", "timm.layers")):
+                seen[cls] = None
+    return list(seen)
+
+
+def _reasons() -> dict[type, str]:
+    """Why a leaf class of ``torch.nn`` has no channel rule. fx keeps ``torch.nn`` classes as leaves; the walker
+    passes a parameterless leaf's channels through where its output keeps their count and fixes them otherwise,
+    and fixes the groups around a leaf with parameters ("no rule for module")."""
+    passthrough = "parameterless and per position: channels pass through (or are fixed if their count changes)"
+    reasons: dict[type, str] = {}
+    for cls in (
+        nn.CELU, nn.ELU, nn.GELU, nn.Hardshrink, nn.Hardsigmoid, nn.Hardswish, nn.Hardtanh, nn.LeakyReLU,
+        nn.LogSigmoid, nn.Mish, nn.RReLU, nn.ReLU, nn.ReLU6, nn.SELU, nn.SiLU, nn.Sigmoid, nn.Softplus,
+        nn.Softshrink, nn.Softsign, nn.Tanh, nn.Tanhshrink, nn.Threshold, nn.Identity,
+        nn.AlphaDropout, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout,
+    ):  # fmt: skip
+        reasons[cls] = "elementwise: " + passthrough
+    spatial = [
+        c
+        for c in vars(nn).values()
+        if isinstance(c, type) and c.__module__.endswith(("pooling", "padding", "upsampling"))
+    ]
+    for cls in spatial:
+        reasons[cls] = "spatial only: " + passthrough
+    for cls in (nn.GLU, nn.Fold, nn.Unfold, nn.Unflatten, nn.CosineSimilarity, nn.PairwiseDistance):
+        reasons[cls] = "changes or reduces the channel dim: its groups are fixed with the op named"
+    for cls in (nn.Module, nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict,
+                nn.Container, nn.DataParallel):  # fmt: skip
+        reasons[cls] = "a container: traced into"
+    for cls in vars(nn).values():
+        if isinstance(cls, type) and issubclass(cls, nn.modules.loss._Loss):
+            reasons[cls] = "a loss: not part of a model's forward"
+    for cls in (
+        nn.PReLU, nn.RNNBase, nn.RNN, nn.LSTM, nn.GRU, nn.RNNCellBase, nn.RNNCell, nn.LSTMCell, nn.GRUCell,
+        nn.MultiheadAttention, nn.Bilinear, nn.Embedding, nn.EmbeddingBag, nn.Transformer, nn.TransformerEncoder,
+        nn.TransformerDecoder, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.AdaptiveLogSoftmaxWithLoss,
+    ):  # fmt: skip
+        reasons[cls] = "has parameters and no channel rule yet: the groups it touches are fixed, named"
+    return reasons
+
+
+def test_every_torch_and_timm_module_class_has_a_rule_a_trace_or_a_reason() -> None:
+    from redistribute.groups.rules.base import MODULE_RULES
+    from redistribute.tracing.behaviour import lookup
+
+    reasons = _reasons()
+    missing = []
+    classes = _module_classes()
+    assert len(classes) > 150
+    for cls in classes:
+        if lookup(MODULE_RULES, cls) is not None or cls in reasons:
+            continue
+        torch_leaf = cls.__module__.startswith("torch.nn") and not issubclass(cls, nn.Sequential)
+        if not torch_leaf:  # fx traces into every class outside torch.nn that has no rule
+            continue
+        missing.append(f"{cls.__module__}.{cls.__qualname__}")
+    assert not missing, f"module classes with neither a rule nor a reason: {missing}"

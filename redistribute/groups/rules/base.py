@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from torch import fx, nn
 
+from ...tracing.behaviour import RULED
 from ..spaces import Layout, SpaceTable
 from ..uses import LayerUse
 
@@ -67,11 +68,13 @@ METHOD_RULES: dict[str, Rule] = {}
 
 
 def module_rule(*types: type) -> Callable[[ModuleRule], ModuleRule]:
-    """Register a rule for modules of these types (and their subclasses)."""
+    """Register a rule for modules of these types (and their subclasses that do not define their own ``forward``;
+    see :func:`redistribute.tracing.behaviour.lookup`)."""
 
     def deco(fn: ModuleRule) -> ModuleRule:
         for t in types:
             MODULE_RULES[t] = fn
+            RULED.add(t)
         return fn
 
     return deco

@@ -67,7 +67,7 @@ def _norm(channel_dim: int, across: bool = True) -> ModuleRule:
 
 module_rule(nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)(_norm(1, across=False))
 module_rule(nn.GroupNorm)(_norm(1))
-module_rule(nn.LayerNorm)(_norm(-1))
+module_rule(nn.LayerNorm, nn.RMSNorm)(_norm(-1))
 
 
 #: timm's norm layers: (module of ``timm.layers``, class names, channel dim: 1 for NCHW or -1 for last).
@@ -161,3 +161,39 @@ def _pixel_unshuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
 def passthrough_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     """Parameterless leaves (activations, dropout, pooling, upsampling): keep every dim whose size survives."""
     return w.keep_dims(node, node.args[0])
+
+
+def _std_conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """A weight-standardised conv (timm's ``StdConv2d``): a conv whose weights are normalised over their input
+    channels, so new input channels (zero weights) change every filter's statistics."""
+    x = w.dims(node.args[0])
+    w.mark_cross_channel(x[1], node)
+    return _conv(w, node, mod)
+
+
+def _register_same_behaviour() -> None:
+    """Subclasses that override ``forward`` but keep their parent's channel behaviour (checked one by one: SAME
+    padding, sync or split batch statistics, a dtype cast). Without a rule of their own they would be traced into."""
+    module_rule(nn.SyncBatchNorm)(_norm(1, across=False))
+    try:
+        from timm.layers.conv2d_same import Conv2dSame, Conv2dSameExport
+        from timm.layers.linear import Linear as TimmLinear
+        from timm.layers.norm import LayerNorm as TimmLayerNorm
+        from timm.layers.norm_act import SyncBatchNormAct
+        from timm.layers.split_batchnorm import SplitBatchNorm2d
+        from timm.layers.std_conv import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
+    except ImportError:  # pragma: no cover
+        return
+    module_rule(Conv2dSame, Conv2dSameExport)(_conv)
+    module_rule(StdConv2d, StdConv2dSame, ScaledStdConv2d, ScaledStdConv2dSame)(_std_conv)
+    module_rule(TimmLinear)(_linear)
+    module_rule(TimmLayerNorm)(_norm(-1))
+    module_rule(SplitBatchNorm2d, SyncBatchNormAct)(_norm(1, across=False))
+    try:  # torchvision's ConvNeXt LayerNorm2d(nn.LayerNorm) permutes to channels-last inside: a norm over dim 1
+        from torchvision.models.convnext import LayerNorm2d
+    except ImportError:  # pragma: no cover
+        return
+    module_rule(LayerNorm2d)(_norm(1))
+
+
+_register_same_behaviour()
