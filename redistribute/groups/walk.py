@@ -88,7 +88,7 @@ class Walker:
         if node.op == "call_module":
             return self._visit_module(node)
         rule = (
-            _rules.FUNCTION_RULES.get(node.target)
+            _rules.FUNCTION_RULES.get(node.target) or _rules.FUNCTION_TYPE_RULES.get(type(node.target))
             if node.op == "call_function"
             else _rules.METHOD_RULES.get(str(node.target))
         )

@@ -26,7 +26,7 @@ from torch import fx, nn
 
 from ..errors import TraceError
 from .behaviour import lookup
-from .clone import meta_copy
+from .clone import ScriptedStandIn, meta_copy
 from .hooked import LeanTracer, all_hooked, base_type, hooked_class, trace_hooked
 from .index import ModuleIndex, index_modules
 from .shape_rules import meta_value
@@ -42,6 +42,21 @@ def _timm_notrace() -> tuple[set[type], list[Any]]:
     except ImportError:  # pragma: no cover - timm is a dependency, but keep plain-torch use working
         return set(), []
     return set(get_notrace_modules()), list(get_notrace_functions())
+
+
+def _script_functions(modules: Iterable[nn.Module]) -> list[Any]:
+    """TorchScript functions (``torch.jit.script`` on a function) named in the globals of the modules' forwards.
+
+    fx cannot trace into them (they take tensors, not proxies); wrapped, each call becomes one node that the
+    walker keeps as a black box.
+    """
+    found: dict[int, Any] = {}
+    for cls in {type(m) for m in modules}:
+        fn_globals = getattr(getattr(cls, "forward", None), "__globals__", {})
+        for value in fn_globals.values():
+            if isinstance(value, torch.jit.ScriptFunction):
+                found[id(value)] = value
+    return list(found.values())
 
 
 def _data_dependent(node: fx.Node, what: str) -> TraceError:
@@ -173,6 +188,9 @@ class _Tracer(LeanTracer):
     # -- leaves ---------------------------------------------------------------------------------------------
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.forced_leaves:
+            return True
+        if isinstance(m, ScriptedStandIn):
+            self.forced_leaves[module_qualified_name] = f"it is TorchScript ({m.original_type}): a black box"
             return True
         leaf = self._leaf_by_type.get(type(m))  # the rest depends on the class only
         if leaf is None:
@@ -345,6 +363,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
     meta_index = index.mapped(memo)
     _eval(meta_index.paths)
     _, autowrap = _timm_notrace()
+    autowrap = [*autowrap, *_script_functions(index.modules.values())]
     tracer = _Tracer(meta, meta_index, leaf_types, autowrap, all_hooked(meta_index.paths))
     tracer.meta_input = torch.empty(input_shape, device="meta")
     forward_features = getattr(meta, "forward_features", None)
@@ -366,11 +385,13 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
         raise
     except Exception as exc:
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        hint = (
-            "create submodules in __init__, not inside forward"
-            if "not installed as a submodule" in msg
-            else "pass a model whose forward takes one tensor"
-        )
+        required = [p for p in params[1:] if p.default is inspect.Parameter.empty and p.kind <= p.POSITIONAL_OR_KEYWORD]
+        if "not installed as a submodule" in msg:
+            hint = "create submodules in __init__, not inside forward"
+        elif required:
+            hint = f"pass a model whose forward takes one tensor (this one also needs {', '.join(p.name for p in required)})"
+        else:
+            hint = "run with --debug for the traceback, and wrap the failing part in a submodule (kept as a black box)"
         raise TraceError(f"cannot trace {type(model).__name__}: {msg}. Hint: {hint}") from exc
     return TracedModel(
         graph=graph,

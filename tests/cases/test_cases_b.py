@@ -173,6 +173,7 @@ GROW_CASES = (
     "vovnet_se_views",
     "ghost_slice",
     "prelu",
+    "torchscript_parts",
 )
 
 
@@ -373,3 +374,31 @@ def test_every_torch_and_timm_module_class_has_a_rule_a_trace_or_a_reason() -> N
             continue
         missing.append(f"{cls.__module__}.{cls.__qualname__}")
     assert not missing, f"module classes with neither a rule nor a reason: {missing}"
+
+
+# -- 4. TorchScript parts ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("factory", ["make", "make_fn_top", "make_fn_inside_module"])
+def test_torchscript_parts_are_named_black_boxes(factory: str) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
+        mod = load_case("torchscript_parts")
+        m = getattr(mod, factory)().eval()
+    g = redistribute.trace(m, mod.INPUT_SIZE)
+    reasons = " ".join(grp.fixed or "" for grp in g.groups)
+    if factory == "make":
+        assert "block" in g.opaque and "TorchScript" in g.opaque["block"]
+        assert "'block'" in reasons
+    else:
+        assert "'hswish' is a TorchScript function" in reasons
+    free = g.free_groups()
+    assert free, "the rest of the model redistributes"
+    p = redistribute.plan(g, "c", divisor=1, match="none", k=48.0)
+    assert p.changed()
+    new = redistribute.apply(m, p)
+    x = torch.randn(2, *mod.INPUT_SIZE)
+    with torch.no_grad():
+        assert new(x).shape == m(x).shape
+    assert sum(t.numel() for t in new.parameters()) == p.cost.params
+    assert isinstance(m.block, torch.jit.ScriptModule) == (factory == "make")  # the caller's model is untouched

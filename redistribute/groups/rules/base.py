@@ -65,6 +65,8 @@ ModuleRule = Callable[[Walker, fx.Node, nn.Module], Dims]
 MODULE_RULES: dict[type, ModuleRule] = {}
 FUNCTION_RULES: dict[Any, Rule] = {}
 METHOD_RULES: dict[str, Rule] = {}
+#: Rules for call targets by their type, when no rule names the target itself (TorchScript functions).
+FUNCTION_TYPE_RULES: dict[type, Rule] = {}
 
 
 def module_rule(*types: type) -> Callable[[ModuleRule], ModuleRule]:
@@ -86,6 +88,17 @@ def function_rule(*targets: Any) -> Callable[[Rule], Rule]:
     def deco(fn: Rule) -> Rule:
         for t in targets:
             FUNCTION_RULES[t] = fn
+        return fn
+
+    return deco
+
+
+def function_type_rule(*types: type) -> Callable[[Rule], Rule]:
+    """Register a rule for every call target of these types (checked after :data:`FUNCTION_RULES`)."""
+
+    def deco(fn: Rule) -> Rule:
+        for t in types:
+            FUNCTION_TYPE_RULES[t] = fn
         return fn
 
     return deco

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import fx
 
 from ..spaces import Layout, const
-from .base import Dims, Walker, function_rule, method_rule, shape_of
+from .base import Dims, Walker, function_rule, function_type_rule, method_rule, shape_of
 from .modules import pixel_shuffle
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,6 +305,13 @@ def _split(w: Walker, node: fx.Node) -> Dims:
         else:
             out.append(tuple(lay for i, lay in enumerate(x) if i != dim))
     return out
+
+
+@function_type_rule(torch.jit.ScriptFunction)
+def _script_function(w: Walker, node: fx.Node) -> Dims:
+    """A TorchScript function: fx cannot look inside, so it is a black box (its channels are fixed, named)."""
+    name = getattr(node.target, "name", None) or getattr(node.target, "__name__", "?")
+    return w.unknown(node, f"'{name}' is a TorchScript function (torch.jit.script): a black box")
 
 
 @function_rule(F.pixel_shuffle, torch.pixel_shuffle, F.pixel_unshuffle, torch.pixel_unshuffle)
