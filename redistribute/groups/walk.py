@@ -56,6 +56,7 @@ class Walker:
         self.unmapped: dict[str, str] = {}
         self.input_layout: Layout | None = None
         self.heads: dict[str, tuple[Layout, str, int]] = {}  # attention module -> head space, node, order
+        self._costed: set[str] = set()  # black-box nodes given a constant cost
         self.cross_channel: list[tuple[Layout, str]] = []  # (layout, node) of ops that mix across channels
 
     # -- driving --------------------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class Walker:
                 return self.unknown(node)
             return None
         tensors = [a for a in node.all_input_nodes if isinstance(a.meta.get("val"), torch.Tensor)]
-        if len(tensors) == 1 and tuple(tensors[0].meta["val"].shape) == tuple(val.shape):
+        if len(tensors) == 1 and tuple(tensors[0].meta["val"].shape) == tuple(val.shape) and not node.meta.get("macs"):
             _logger.debug("treating %s (%s) as channel-preserving", node.name, node.target)
             return self.dims(tensors[0])
         return self.unknown(node)
@@ -315,6 +316,7 @@ class Walker:
         target = getattr(node.target, "__name__", node.target)
         reason = reason or f"unsupported op '{target}' at node '{node.name}'"
         self.unmapped[node.name] = reason
+        self._constant_cost(node)
         for lay in self._flat_layouts(list(node.args) + list(node.kwargs.values())):
             self.table.fix(lay, reason)
         val = node.meta.get("val")
@@ -325,6 +327,15 @@ class Walker:
         return None
 
     # -- shared shape logic ---------------------------------------------------------------------------------
+    def _constant_cost(self, node: fx.Node) -> None:
+        """Cost a black box as what its meta run counted (the tracer's ``macs``): a constant, as its groups are
+        fixed."""
+        macs = node.meta.get("macs")
+        if macs and node.name not in self._costed:
+            self._costed.add(node.name)
+            one = const(1)
+            self.uses.append(LayerUse(node.name, "flops", node.name, self._order, one, one, positions=int(macs)))
+
     def keep_dims(self, node: fx.Node, src: Any) -> Any:
         x = self.dims(src)
         val = node.meta.get("val")

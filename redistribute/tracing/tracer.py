@@ -29,6 +29,7 @@ from .behaviour import lookup
 from .clone import ScriptedStandIn, meta_copy
 from .hooked import LeanTracer, all_hooked, base_type, hooked_class, trace_hooked
 from .index import ModuleIndex, index_modules
+from .macs import CountMacs
 from .shape_rules import meta_value
 
 __all__ = ["TracedModel", "trace_model"]
@@ -300,20 +301,21 @@ class _Tracer(LeanTracer):
             return value
         if node.op == "get_attr":
             return self._attr(str(node.target))
-        if node.op in ("call_function", "call_method"):
+        if node.op in ("call_function", "call_method") or module is not None:
             self._evaluating = True
             try:
-                if node.op == "call_function":
-                    return node.target(*args, **kwargs)  # type: ignore[operator]
-                return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+                with CountMacs() as macs:  # what the run costs, should the walker keep it as a black box
+                    if node.op == "call_function":
+                        out = node.target(*args, **kwargs)  # type: ignore[operator]
+                    elif node.op == "call_method":
+                        out = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+                    else:
+                        out = module(*args, **kwargs)  # type: ignore[misc]
             finally:
                 self._evaluating = False
-        if module is not None:
-            self._evaluating = True
-            try:
-                return module(*args, **kwargs)
-            finally:
-                self._evaluating = False
+            if macs.total:
+                node.meta["macs"] = macs.total
+            return out
         return None
 
     def to_bool(self, obj: fx.Proxy) -> bool:
