@@ -284,6 +284,10 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
                 if u.kind == "param":
                     _resize_param(modules, u, out_idx)  # type: ignore[arg-type]
                     continue
+                if u.kind == "attr":  # an int attribute that sizes a slice (GhostNet's oup): the new width
+                    owner, _, attr = u.module.rpartition(".")
+                    setattr(modules[owner], attr, int(out_idx.numel()))  # type: ignore[union-attr]
+                    continue
                 m = modules[u.module]
                 handler = _handler(m) or (resize_norm_like if u.kind == "norm" else None)
                 if handler is None:

@@ -472,3 +472,25 @@ def test_case_flops_equal_flop_counter(case: str) -> None:
         pytest.skip(f"{case} is refused: {exc}")
     assert p.base_cost.flops == _counted(m, mod.INPUT_SIZE)
     assert p.cost.flops == _counted(redistribute.apply(m, p), mod.INPUT_SIZE)
+
+
+# -- 6. a slice by a literal of the group's width ------------------------------------------------------------------
+def test_ghost_slice_resizes_with_its_attribute_or_names_the_slice() -> None:
+    mod = load_case("ghost_slice")
+    m = mod.make().eval()
+    g = redistribute.trace(m, mod.INPUT_SIZE)
+    reasons = [grp.fixed for grp in g.groups if grp.fixed and grp.id]
+    cut = [r for r in reasons if "slice 'getitem' in 'b1.g1' cuts the channels (23 of 24)" in r]
+    assert cut, reasons  # the odd width really drops a channel: fixed, and the reason names the slice
+    assert not any("fixed-size tensor at add" in r for r in reasons)
+    by_prod = {p: grp for grp in g.groups for p in grp.producers}
+    for ghost in ("b1.g2", "b2.g1", "b2.g2"):  # identity slices by self.oup: the groups stay free
+        assert by_prod[f"{ghost}.primary.0"].fixed is None, ghost
+    x = torch.randn(2, *mod.INPUT_SIZE)
+    for template in TEMPLATES:
+        p = redistribute.plan(g, template, divisor=1)
+        new = redistribute.apply(m, p)
+        assert new(x).shape == (2, 10)
+        for ghost in ("b1.g2", "b2.g1", "b2.g2"):
+            assert new.get_submodule(ghost).oup == 2 * p.widths[by_prod[f"{ghost}.primary.0"].id]
+        assert m.b2.g1.oup == 48  # the caller's model is untouched
