@@ -283,6 +283,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         d, s = seg_map(table.atom(dep)), seg_map(table.atom(src))
         if d and s and len(d) == 1 and len(s) == 1 and d[0].space != s[0].space:
             ties[d[0].space] = (s[0].space, num, den)  # type: ignore[index]
+    head_from = _head_order(traced)
     groups = []
     for g in range(n):
         root = roots[g]
@@ -292,8 +293,11 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         filters = [
             p
             for p in prods
-            if p[2].kind == "conv"
-            or (len(p[2].in_shape) >= 4 and any(seg.space is not None for seg in p[2].in_layout or ()))
+            if (
+                p[2].kind == "conv"
+                or (len(p[2].in_shape) >= 4 and any(seg.space is not None for seg in p[2].in_layout or ()))
+            )
+            and not _classifier_layer(p[2], head_from)
         ]
         kind = "conv" if filters else ("linear" if prods else "none")
         first = (filters or prods)[0][2] if prods else None
@@ -367,6 +371,21 @@ def _channel_layout(dims: Any, size: int) -> Layout | None:
         return None
     found = [dims[d] for d in (1, len(dims) - 1) if 0 <= d < len(dims) and sum(s.size for s in dims[d]) == size]
     return next((lay for lay in found if any(s.space is not None for s in lay)), found[0] if found else None)
+
+
+def _head_order(traced: TracedModel) -> int | None:
+    """The walker's order of the trunk's output (timm's ``forward_features``): layers after it are the head."""
+    mark = traced.marks.get("features")
+    return next((i for i, node in enumerate(traced.graph.nodes, 1) if node is mark), None) if mark else None
+
+
+def _classifier_layer(u: LayerUse, head_from: int | None) -> bool:
+    """A layer of the classifier, not a filter: run by timm's ``forward_head`` (VGG's ``pre_logits`` ConvMlp), or
+    a conv whose kernel covers its whole input and leaves one position (a dense layer written as a conv)."""
+    if head_from is not None and u.order > head_from:
+        return True
+    spatial_in, spatial_out = math.prod(u.in_shape[2:]), math.prod(u.out_shape[2:])
+    return u.kind == "conv" and spatial_in > 1 and spatial_out == 1 and u.kernel == spatial_in
 
 
 def _meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any) -> dict[str, Layout]:

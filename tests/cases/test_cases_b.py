@@ -494,3 +494,62 @@ def test_ghost_slice_resizes_with_its_attribute_or_names_the_slice() -> None:
         for ghost in ("b1.g2", "b2.g1", "b2.g2"):
             assert new.get_submodule(ghost).oup == 2 * p.widths[by_prod[f"{ghost}.primary.0"].id]
         assert m.b2.g1.oup == 48  # the caller's model is untouched
+
+
+# -- 7. the same network from two zoos ---------------------------------------------------------------------------
+def _same_plans(name: str) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    timm = pytest.importorskip("timm")
+    size = (3, 224, 224)
+    gt = redistribute.trace(getattr(torchvision.models, name)(), size)
+    gm = redistribute.trace(timm.create_model(name), size)
+    assert len(gt.free_groups()) == len(gm.free_groups())
+    for template in TEMPLATES:
+        pt, pm = redistribute.plan(gt, template), redistribute.plan(gm, template)
+        assert [pt.widths[g.id] for g in gt.free_groups()] == [pm.widths[g.id] for g in gm.free_groups()], template
+        assert (pt.cost.flops, pt.cost.params) == (pm.cost.flops, pm.cost.params), template
+
+
+@pytest.mark.parametrize("name", ["vgg19", "resnet18"])
+def test_timm_and_torchvision_give_the_same_plan(name: str) -> None:
+    _same_plans(name)
+
+
+@pytest.mark.slow
+def test_timm_and_torchvision_resnet50_give_the_same_plan() -> None:
+    _same_plans("resnet50")
+
+
+def test_timm_vgg_pre_logits_is_classifier() -> None:
+    """timm's VGG ``pre_logits`` (ConvMlp: fc6/fc7 written as convs) runs in ``forward_head``: classifier layers,
+    fixed under ``--scope conv`` and free under ``--scope all``."""
+    timm = pytest.importorskip("timm")
+    g = redistribute.trace(timm.create_model("vgg11"), (3, 224, 224))
+    pre = [grp for grp in g.groups if any(p.startswith("pre_logits") for p in grp.producers)]
+    assert len(pre) == 2 and all(grp.kind == "linear" and grp.fixed is None for grp in pre)
+    conv_scope = {grp.id for grp in g.free_groups("conv")}
+    all_scope = {grp.id for grp in g.free_groups("all")}
+    assert not conv_scope & {grp.id for grp in pre} and {grp.id for grp in pre} <= all_scope
+
+
+class _DenseConvHead(nn.Module):
+    """A classifier written as a conv whose kernel covers the whole (4x4) map, after an SE conv on a pooled map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.se = nn.Conv2d(16, 16, 1)
+        self.fc6 = nn.Conv2d(16, 64, 4)
+        self.fc7 = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)
+        x = x * torch.sigmoid(self.se(x.mean((2, 3), keepdim=True)))
+        return self.fc7(torch.relu(self.fc6(x))).flatten(1)
+
+
+def test_conv_covering_its_input_is_a_dense_layer() -> None:
+    g = redistribute.trace(_DenseConvHead(), (3, 16, 16))
+    kinds = {grp.producers[0]: grp.kind for grp in g.groups if grp.producers}
+    assert kinds["fc6"] == "linear"
+    assert kinds["body.0"] == "conv"  # the SE conv on a pooled map stays a filter
