@@ -35,6 +35,7 @@ from ..errors import TraceError, UsageError
 from ..tracing.gcpause import gc_paused
 from ..tracing.input_size import resolve_input_size
 from ..tracing.tracer import TracedModel, trace_model
+from .policy import policy_for, register_group_width_block
 from .rules.base import MODULE_RULES
 from .spaces import Layout, Segment
 from .uses import LayerUse
@@ -43,30 +44,6 @@ from .walk import Walker
 __all__ = ["ChannelGraph", "ChannelGroup", "register_group_width_block", "trace"]
 
 _logger = logging.getLogger(__name__)
-
-_GROUP_WIDTH_BLOCKS: set[type] = set()
-
-
-def register_group_width_block(cls: type) -> type:
-    """Declare that grouped convs inside blocks of this type keep their *group width* (RegNet) when resized.
-
-    By default a grouped conv keeps its group count (ResNeXt's cardinality); the spec records which was used.
-    """
-    _GROUP_WIDTH_BLOCKS.add(cls)
-    return cls
-
-
-def _register_timm_blocks() -> None:
-    try:
-        from timm.models import regnet
-    except ImportError:  # pragma: no cover
-        return
-    register_group_width_block(regnet.Bottleneck)
-    if hasattr(regnet, "PreBottleneck"):
-        register_group_width_block(regnet.PreBottleneck)
-
-
-_register_timm_blocks()
 
 
 @dataclass(frozen=True)
@@ -162,18 +139,6 @@ class ChannelGraph:
         return {g.signature: g for g in self.groups}
 
 
-def _policy_for(root: nn.Module) -> Any:
-    def policy(name: str) -> str:
-        parts = name.split(".")
-        for cut in range(len(parts) - 1, 0, -1):
-            parent = root.get_submodule(".".join(parts[:cut]))
-            if any(t in _GROUP_WIDTH_BLOCKS for t in type(parent).__mro__):
-                return "width"
-        return "count"
-
-    return policy
-
-
 @gc_paused
 def trace(model: nn.Module, input_size: tuple[int, ...] | str | None = None) -> ChannelGraph:
     """Trace ``model`` and find its channel groups. The model is not modified.
@@ -204,7 +169,7 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | str | None = None) -> 
     input_size = resolve_input_size(model, input_size)
     leaf_types = frozenset(MODULE_RULES)
     traced = trace_model(model, (1, *tuple(input_size)), leaf_types)
-    walker = Walker(model, _policy_for(model), traced.opaque, traced.index.modules)
+    walker = Walker(model, policy_for(model), traced.opaque, traced.index.modules)
     walker.run(traced.graph)
     return _finalize(model, traced, walker)
 

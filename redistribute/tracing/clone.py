@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ScriptedStandIn", "copy_sharing_tensors", "meta_copy", "unshare"]
+from .scripted import ScriptedStandIn
+
+__all__ = ["copy_sharing_tensors", "meta_copy", "unshare"]
 
 _ATOMS = (
     int, float, complex, bool, str, bytes, type(None), type, types.FunctionType, types.BuiltinFunctionType,
@@ -65,40 +67,6 @@ def _copy_value(value: Any, memo: dict[int, Any], tensor_fn: TensorFn) -> Any:
 
 
 ClassFn = Callable[[type], "type | None"]
-
-
-class ScriptedStandIn(nn.Module):
-    """The meta copy of a TorchScript module (``torch.jit.script``), which cannot be copied attribute by attribute.
-
-    It holds meta copies of the module's parameters and buffers (so counts stay right; dots in their names become
-    ``__``) and computes its output by running the original on zeros on the original's device, returning meta
-    tensors of the same shapes. The tracer keeps it as a black box.
-    """
-
-    def __init__(self, original: torch.jit.ScriptModule, memo: dict[int, Any]) -> None:
-        super().__init__()
-        self.__dict__["_original"] = original  # not a submodule: its tensors stay out of the meta copy
-        self.__dict__["original_type"] = getattr(original, "original_name", type(original).__name__)
-        for name, t in original.named_parameters():
-            p = memo.get(id(t))
-            self.register_parameter(name.replace(".", "__"), p if p is not None else nn.Parameter(_to_meta(t)))
-        for name, t in original.named_buffers():
-            b = memo.get(id(t))
-            self.register_buffer(name.replace(".", "__"), b if b is not None else _to_meta(t))
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        original = self.__dict__["_original"]
-        device = next((t.device for t in original.parameters()), torch.device("cpu"))
-
-        def real(v: Any) -> Any:
-            return torch.zeros(v.shape, dtype=v.dtype, device=device) if isinstance(v, torch.Tensor) else v
-
-        def meta(v: Any) -> Any:
-            return torch.empty(v.shape, dtype=v.dtype, device=_META) if isinstance(v, torch.Tensor) else v
-
-        with torch.no_grad():
-            out = original(*torch.utils._pytree.tree_map(real, args), **torch.utils._pytree.tree_map(real, kwargs))
-        return torch.utils._pytree.tree_map(meta, out)
 
 
 def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn, class_fn: ClassFn | None = None) -> nn.Module:

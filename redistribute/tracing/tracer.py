@@ -26,10 +26,11 @@ from torch import fx, nn
 
 from ..errors import TraceError
 from .behaviour import lookup
-from .clone import ScriptedStandIn, meta_copy
+from .clone import meta_copy
 from .hooked import LeanTracer, all_hooked, base_type, hooked_class, trace_hooked
 from .index import ModuleIndex, index_modules
 from .macs import CountMacs
+from .scripted import ScriptedStandIn, script_functions
 from .shape_rules import meta_value
 
 __all__ = ["TracedModel", "trace_model"]
@@ -43,21 +44,6 @@ def _timm_notrace() -> tuple[set[type], list[Any]]:
     except ImportError:  # pragma: no cover - timm is a dependency, but keep plain-torch use working
         return set(), []
     return set(get_notrace_modules()), list(get_notrace_functions())
-
-
-def _script_functions(modules: Iterable[nn.Module]) -> list[Any]:
-    """TorchScript functions (``torch.jit.script`` on a function) named in the globals of the modules' forwards.
-
-    fx cannot trace into them (they take tensors, not proxies); wrapped, each call becomes one node that the
-    walker keeps as a black box.
-    """
-    found: dict[int, Any] = {}
-    for cls in {type(m) for m in modules}:
-        fn_globals = getattr(getattr(cls, "forward", None), "__globals__", {})
-        for value in fn_globals.values():
-            if isinstance(value, torch.jit.ScriptFunction):
-                found[id(value)] = value
-    return list(found.values())
 
 
 def _data_dependent(node: fx.Node, what: str) -> TraceError:
@@ -365,7 +351,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
     meta_index = index.mapped(memo)
     _eval(meta_index.paths)
     _, autowrap = _timm_notrace()
-    autowrap = [*autowrap, *_script_functions(index.modules.values())]
+    autowrap = [*autowrap, *script_functions(index.modules.values())]
     tracer = _Tracer(meta, meta_index, leaf_types, autowrap, all_hooked(meta_index.paths))
     tracer.meta_input = torch.empty(input_shape, device="meta")
     forward_features = getattr(meta, "forward_features", None)
