@@ -553,3 +553,24 @@ def test_conv_covering_its_input_is_a_dense_layer() -> None:
     kinds = {grp.producers[0]: grp.kind for grp in g.groups if grp.producers}
     assert kinds["fc6"] == "linear"
     assert kinds["body.0"] == "conv"  # the SE conv on a pooled map stays a filter
+
+
+def test_positional_softmax_dim_is_read() -> None:
+    """``F.softmax(x, -1)`` over a spatial dim does not mix channels; ``F.softmax(x, 1)`` and
+    ``F.normalize(x, 2.0, 1)`` do."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = (nn.Conv2d(3, 8, 1) for _ in range(3))
+            self.head = nn.Conv2d(24, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.nn.functional.softmax(self.a(x), -1)
+            b = torch.nn.functional.softmax(self.b(x), 1)
+            c = torch.nn.functional.normalize(self.c(x), 2.0, 1)
+            return self.head(torch.cat([a, b, c], 1))
+
+    g = redistribute.trace(Net(), (3, 8, 8))
+    marked = {grp.producers[0] for grp in g.groups if grp.producers and grp.id in g.cross_channel}
+    assert marked == {"b", "c"}

@@ -211,8 +211,8 @@ def _softmax(w: Walker, node: fx.Node) -> Dims:
         return out
     dim = node.kwargs.get("dim")
     if dim is None:
-        pos = 3 if node.target is F.normalize else 1  # normalize(input, p, dim): dim is the third
-        dim = node.args[pos - 1] if len(node.args) >= pos else (1 if node.target is F.normalize else None)
+        pos = 2 if node.target is F.normalize else 1  # softmax(input, dim); normalize(input, p, dim)
+        dim = node.args[pos] if len(node.args) > pos else (1 if node.target is F.normalize else None)
     if isinstance(dim, int):
         w.mark_cross_channel(x[dim % len(x)], node)
     else:  # softmax's legacy implicit dim: assume the worst
