@@ -57,6 +57,17 @@ def print_summary(out: Console, summary: dict[str, Any]) -> None:
             f"{n['min']}/{n['median']:g}/{n['max']}",
         )
     out.print(stages)
+    fid = summary.get("fidelity")
+    if fid is not None and fid["group"] is not None:
+        line = f"shape: largest deviation from the template {fid['deviation']:.1%} (g{fid['group']})"
+        if fid["realised"]:
+            out.print(line + ", within one rounding step", markup=False, highlight=False)
+        else:
+            out.print(
+                f"[yellow]{line}: template {summary['template']} cannot be realised on this model; these are the "
+                "closest widths within the tolerance[/yellow]",
+                highlight=False,
+            )
     tot = Table(title="totals (batch 1)", title_justify="left")
     for col in ("metric", "base", "new", "ratio"):
         tot.add_column(col, justify="right")
@@ -74,7 +85,8 @@ def print_transfer(out: Console, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         prods = r["producers"]
         shown = ", ".join(prods[:2]) + (f" (+{len(prods) - 2})" if len(prods) > 2 else "")
-        kept = f"{r['kept_mass']:.1%}" + ("" if r["preserving"] else " [yellow](norm across channels)[/yellow]")
+        across = f" [yellow](mixed across channels at {r.get('across')})[/yellow]"
+        kept = f"{r['kept_mass']:.1%}" + ("" if r["preserving"] else across)
         table.add_row(f"g{r['group']}", r["stage"], shown, str(r["base"]), str(r["new"]), kept)
     out.print(table)
 

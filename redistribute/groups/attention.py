@@ -35,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..tracing.behaviour import lookup
+
 __all__ = ["HEAD_SPECS", "HeadSpec", "register_attention", "spec_of"]
 
 
@@ -75,7 +77,7 @@ def register_attention(spec: HeadSpec | None = None) -> Callable[[type], type]:
 
 def spec_of(cls: type) -> HeadSpec | None:
     """The :class:`HeadSpec` of ``cls`` or its nearest registered base class."""
-    return next((HEAD_SPECS[t] for t in cls.__mro__ if t in HEAD_SPECS), None)
+    return lookup(HEAD_SPECS, cls, HEAD_SPECS)
 
 
 def _register_timm() -> None:

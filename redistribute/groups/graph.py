@@ -112,6 +112,8 @@ class ChannelGraph:
         meta_layouts: Channel layouts behind timm metadata (``num_features``, ``head_hidden_size``,
             ``feature_info.<i>``).
         model_class: Qualified class name of the traced model.
+        cross_channel: Groups that some op reduces or normalises across (channel mean/sum/softmax, LayerNorm,
+            GroupNorm), mapped to the first such node: growing them cannot preserve the function.
     """
 
     groups: tuple[ChannelGroup, ...]
@@ -123,6 +125,7 @@ class ChannelGraph:
     unmapped: dict[str, str] = field(default_factory=dict)
     meta_layouts: dict[str, Layout] = field(default_factory=dict)
     model_class: str = ""
+    cross_channel: dict[int, str] = field(default_factory=dict)
 
     def free_groups(self, scope: str = "conv") -> list[ChannelGroup]:
         """Groups a template redistributes: not fixed, not tied, produced by a conv (``scope="all"``: any layer)."""
@@ -245,6 +248,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         d, s = seg_map(table.atom(dep)), seg_map(table.atom(src))
         if d and s and len(d) == 1 and len(s) == 1 and d[0].space != s[0].space:
             ties[d[0].space] = (s[0].space, num, den)  # type: ignore[index]
+    head_from = _head_order(traced)
     groups = []
     for g in range(n):
         root = roots[g]
@@ -254,8 +258,11 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         filters = [
             p
             for p in prods
-            if p[2].kind == "conv"
-            or (len(p[2].in_shape) >= 4 and any(seg.space is not None for seg in p[2].in_layout or ()))
+            if (
+                p[2].kind == "conv"
+                or (len(p[2].in_shape) >= 4 and any(seg.space is not None for seg in p[2].in_layout or ()))
+            )
+            and not _classifier_layer(p[2], head_from)
         ]
         kind = "conv" if filters else ("linear" if prods else "none")
         first = (filters or prods)[0][2] if prods else None
@@ -285,6 +292,11 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
     groups = _propagate_tie_fixes(groups)
     base_params = traced.index.num_params
     meta = _meta_layouts(model, traced, w, seg_map)
+    cross: dict[int, str] = {}
+    for layout, node_name in w.cross_channel:
+        for seg in seg_map(layout) or ():
+            if seg.space is not None:
+                cross.setdefault(seg.space, node_name)
     if not any(g.fixed is None for g in groups):
         _logger.info("no free channel group found in %s", type(model).__name__)
     return ChannelGraph(
@@ -297,6 +309,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         unmapped=dict(w.unmapped),
         meta_layouts=meta,
         model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        cross_channel=cross,
     )
 
 
@@ -323,6 +336,21 @@ def _channel_layout(dims: Any, size: int) -> Layout | None:
         return None
     found = [dims[d] for d in (1, len(dims) - 1) if 0 <= d < len(dims) and sum(s.size for s in dims[d]) == size]
     return next((lay for lay in found if any(s.space is not None for s in lay)), found[0] if found else None)
+
+
+def _head_order(traced: TracedModel) -> int | None:
+    """The walker's order of the trunk's output (timm's ``forward_features``): layers after it are the head."""
+    mark = traced.marks.get("features")
+    return next((i for i, node in enumerate(traced.graph.nodes, 1) if node is mark), None) if mark else None
+
+
+def _classifier_layer(u: LayerUse, head_from: int | None) -> bool:
+    """A layer of the classifier, not a filter: run by timm's ``forward_head`` (VGG's ``pre_logits`` ConvMlp), or
+    a conv whose kernel covers its whole input and leaves one position (a dense layer written as a conv)."""
+    if head_from is not None and u.order > head_from:
+        return True
+    spatial_in, spatial_out = math.prod(u.in_shape[2:]), math.prod(u.out_shape[2:])
+    return u.kind == "conv" and spatial_in > 1 and spatial_out == 1 and u.kernel == spatial_in
 
 
 def _meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any) -> dict[str, Layout]:

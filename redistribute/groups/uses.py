@@ -18,7 +18,9 @@ class LayerUse:
     Attributes:
         module: Qualified name of the module (for ``param``: of the parameter or buffer).
         kind: ``conv``, ``linear``, ``norm`` (params sized by ``out_layout``), ``param`` (a loose tensor whose
-            dimension ``dim`` follows ``out_layout``) or ``flops`` (a functional matmul, cost only).
+            dimension ``dim`` follows ``out_layout``), ``flops`` (a functional matmul or a black box, cost only) or
+            ``attr`` (an int attribute of a module, ``module`` being ``owner.attr``, that equals the width of
+            ``out_layout``: surgery sets it to the new width).
         node: Name of the fx node.
         order: Position of the node in execution order.
         in_layout: Input channel layout (conv, linear).

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ..tracing.behaviour import lookup
 from . import heads as _heads
 from .rules import base as _rules
 from .rules import functions, matmul  # noqa: F401  (importing registers their rules)
@@ -55,6 +56,8 @@ class Walker:
         self.unmapped: dict[str, str] = {}
         self.input_layout: Layout | None = None
         self.heads: dict[str, tuple[Layout, str, int]] = {}  # attention module -> head space, node, order
+        self._costed: set[str] = set()  # black-box nodes given a constant cost
+        self.cross_channel: list[tuple[Layout, str]] = []  # (layout, node) of ops that mix across channels
 
     # -- driving --------------------------------------------------------------------------------------------
     def run(self, graph: fx.Graph) -> None:
@@ -86,7 +89,7 @@ class Walker:
         if node.op == "call_module":
             return self._visit_module(node)
         rule = (
-            _rules.FUNCTION_RULES.get(node.target)
+            _rules.FUNCTION_RULES.get(node.target) or _rules.FUNCTION_TYPE_RULES.get(type(node.target))
             if node.op == "call_function"
             else _rules.METHOD_RULES.get(str(node.target))
         )
@@ -100,7 +103,7 @@ class Walker:
         if name in self._opaque:
             out = self.unknown(node, f"module '{name}' cannot be traced ({self._opaque[name]})")
         else:
-            rule = next((_rules.MODULE_RULES[t] for t in type(mod).__mro__ if t in _rules.MODULE_RULES), None)
+            rule = lookup(_rules.MODULE_RULES, type(mod))
             if rule is None:
                 has_state = any(True for _ in mod.parameters()) or any(True for _ in mod.buffers())
                 if has_state:
@@ -148,7 +151,7 @@ class Walker:
                 return self.unknown(node)
             return None
         tensors = [a for a in node.all_input_nodes if isinstance(a.meta.get("val"), torch.Tensor)]
-        if len(tensors) == 1 and tuple(tensors[0].meta["val"].shape) == tuple(val.shape):
+        if len(tensors) == 1 and tuple(tensors[0].meta["val"].shape) == tuple(val.shape) and not node.meta.get("macs"):
             _logger.debug("treating %s (%s) as channel-preserving", node.name, node.target)
             return self.dims(tensors[0])
         return self.unknown(node)
@@ -230,6 +233,13 @@ class Walker:
             )
         )
 
+    def mark_cross_channel(self, layout: Layout, node: fx.Node) -> None:
+        """Record that ``node`` reduces or normalises across the channels of ``layout`` (a channel mean, softmax,
+        LayerNorm, GroupNorm): new channels of its groups change its result, so growing them cannot preserve the
+        function."""
+        if any(seg.space is not None for seg in layout):
+            self.cross_channel.append((layout, node.name))
+
     def use_member(self, node: fx.Node, kind: str, layout: Layout, dim: int) -> None:
         name = str(node.target)
         first = self._first_call.get(name)
@@ -306,6 +316,7 @@ class Walker:
         target = getattr(node.target, "__name__", node.target)
         reason = reason or f"unsupported op '{target}' at node '{node.name}'"
         self.unmapped[node.name] = reason
+        self._constant_cost(node)
         for lay in self._flat_layouts(list(node.args) + list(node.kwargs.values())):
             self.table.fix(lay, reason)
         val = node.meta.get("val")
@@ -316,6 +327,15 @@ class Walker:
         return None
 
     # -- shared shape logic ---------------------------------------------------------------------------------
+    def _constant_cost(self, node: fx.Node) -> None:
+        """Cost a black box as what its meta run counted (the tracer's ``macs``): a constant, as its groups are
+        fixed."""
+        macs = node.meta.get("macs")
+        if macs and node.name not in self._costed:
+            self._costed.add(node.name)
+            one = const(1)
+            self.uses.append(LayerUse(node.name, "flops", node.name, self._order, one, one, positions=int(macs)))
+
     def keep_dims(self, node: fx.Node, src: Any) -> Any:
         x = self.dims(src)
         val = node.meta.get("val")

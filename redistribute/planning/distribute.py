@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..groups.graph import ChannelGraph
+from .match import shape_fit
 from .templates import Template
 
-__all__ = ["Distribution", "distribution", "step_of", "widths_at"]
+__all__ = ["Distribution", "Fidelity", "distribution", "fidelity", "step_of", "template_widths", "widths_at"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,40 @@ def widths_at(graph: ChannelGraph, dist: Distribution, template: Template, k: fl
         widths[gid] = _fit(k * shape * dist.rho[gid], dist.steps[gid])
     apply_ties(graph, widths, dist.steps)
     return widths
+
+
+def template_widths(dist: Distribution, template: Template, k: float) -> dict[int, float]:
+    """The template's unrounded widths ``k * T(p_g) * rho_g`` of the free groups (``W_s`` for ``base``)."""
+    out = {}
+    for gid in dist.free:
+        shape = dist.trend[gid] if template.is_base else template(dist.position[gid], dist.ratio)
+        out[gid] = k * shape * dist.rho[gid]
+    return out
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How closely integer widths follow the template.
+
+    Attributes:
+        deviation: The largest relative deviation of any free group from ``k * T(p) * rho`` at the ``k`` that
+            fits best (``|w - t| / t``; 0 for a perfect fit, NaN when no group is free): the shape, not the size.
+        group: The group with that deviation, or ``None``.
+        realised: At one ``k``, every free group is within one rounding step of its template width (the template
+            rounded down or up): the bound the rounding alone allows.
+    """
+
+    deviation: float
+    group: int | None
+    realised: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {"deviation": self.deviation, "group": self.group, "realised": self.realised}
+
+
+def fidelity(dist: Distribution, template: Template, k: float, widths: dict[int, int]) -> Fidelity:
+    """Measure how closely ``widths`` follow ``template`` (see :class:`Fidelity`; ``k`` only scales the shape)."""
+    return Fidelity(*shape_fit(widths, template_widths(dist, template, k), dist.steps))
 
 
 def apply_ties(graph: ChannelGraph, widths: dict[int, int], steps: dict[int, int]) -> None:

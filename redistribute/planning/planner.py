@@ -17,11 +17,11 @@ from ..errors import InfeasibleTargetError, UsageError
 from ..groups.graph import ChannelGraph, check_traceable, trace
 from ..tracing.gcpause import gc_paused
 from .cost import METRICS, CostModel, CostReport
-from .distribute import Distribution, apply_ties, distribution, widths_at
+from .distribute import Distribution, Fidelity, apply_ties, distribution, fidelity, template_widths, widths_at
 from .match import match_k
 from .templates import Template, get_template
 
-__all__ = ["MAX_WIDTH", "Plan", "check_options", "plan", "plan_from_widths"]
+__all__ = ["MAX_WIDTH", "Plan", "check_options", "plan", "plan_from_widths", "unrealised_message"]
 
 _logger = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class Plan:
         cost: Cost of the plan's widths.
         distribution: Positions, trends and local ratios used.
         source: Where the model came from (``timm:resnet50``), when known.
+        fidelity: How closely the widths follow the template (largest relative deviation of any free group from
+            ``k * T(p) * rho``, and whether every group is within one rounding step of it); ``None`` for a plan
+            built from given widths.
     """
 
     graph: ChannelGraph = field(repr=False)
@@ -76,6 +79,7 @@ class Plan:
     cost: CostReport
     distribution: Distribution = field(repr=False)
     source: str | None = None
+    fidelity: Fidelity | None = None
 
     @property
     def achieved(self) -> float:
@@ -84,6 +88,16 @@ class Plan:
     def changed(self) -> dict[int, tuple[int, int]]:
         """``{group id: (base, new)}`` for the groups whose width changes."""
         return {g.id: (g.width, self.widths[g.id]) for g in self.graph.groups if self.widths[g.id] != g.width}
+
+
+def unrealised_message(template: str, divisor: int, fit: Fidelity, signature: str) -> str:
+    """The warning for a plan whose widths do not follow its template (see :class:`Fidelity`)."""
+    hint = "--divisor 1 or a looser --tolerance" if divisor > 1 else "a looser --tolerance or another template"
+    return (
+        f"template {template} cannot be realised on this model at divisor {divisor}: group g{fit.group} "
+        f"({signature}) is {fit.deviation:.1%} off the template's shape, more than one rounding step; these are "
+        f"the closest widths within the tolerance. Hint: {hint}"
+    )
 
 
 def _positive_number(x: object) -> bool:
@@ -220,10 +234,16 @@ def plan(
             delta_fn=lambda w, gid, new: cost_model.delta(match, w, gid, new),
             metric=match,
             after_move=after_move,
+            shape_fn=lambda kk: template_widths(dist, tmpl, kk),
+            divisor=divisor,
         )
         kk, widths = result.k, result.widths
         _logger.info("matched %s: k=%.4f after %d steps and %d fix-ups", match, kk, result.steps, result.fixups)
     _check_buildable(graph, widths, match, target_value, kk)
+    fit = fidelity(dist, tmpl, float(kk), widths)
+    if not fit.realised:
+        g = graph.groups[fit.group] if fit.group is not None else None
+        _logger.warning("%s", unrealised_message(tmpl.name, divisor, fit, g.signature if g is not None else "-"))
     return Plan(
         graph=graph,
         widths=widths,
@@ -239,6 +259,7 @@ def plan(
         cost=cost_model.report(widths),
         distribution=dist,
         source=source,
+        fidelity=fit,
     )
 
 

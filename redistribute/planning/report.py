@@ -57,6 +57,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "tolerance": plan.tolerance,
         "target": plan.target,
         "achieved": plan.achieved,
+        "fidelity": plan.fidelity.to_dict() if plan.fidelity is not None else None,
         "totals": totals(plan),
         "stages": stage_rows(plan),
         "groups": [
@@ -67,6 +68,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
                 "position": plan.distribution.position.get(g.id),
                 "base": g.width,
                 "width": plan.widths[g.id],
+                "across": plan.graph.cross_channel.get(g.id),
             }
             for g in plan.graph.groups
             if g.fixed is None

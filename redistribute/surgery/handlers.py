@@ -236,6 +236,7 @@ def _norm(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: tor
 register_handler(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)(
     _norm
 )
+register_handler(nn.RMSNorm)(_norm)
 
 
 def resize_norm_like(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> None:

@@ -25,6 +25,7 @@ from ..groups.graph import ChannelGraph
 from ..groups.spaces import Layout
 from ..groups.uses import LayerUse
 from ..planning.planner import IMPORTANCE, Plan, check_options
+from ..tracing.behaviour import lookup
 from ..tracing.clone import copy_sharing_tensors, unshare
 from ..tracing.gcpause import gc_paused
 from .attention import resize_heads
@@ -196,13 +197,10 @@ def _arange(n: int) -> torch.Tensor:
 
 
 def _handler(m: nn.Module) -> object:
-    """The resize handler of ``m``'s nearest class along its MRO: a registered handler or an attention class."""
-    for t in type(m).__mro__:
-        if t in HANDLERS:
-            return HANDLERS[t]
-        if t in HEAD_SPECS:
-            return resize_heads
-    return None
+    """The resize handler of ``m``'s nearest class along its MRO: a registered handler or an attention class (the
+    search stops at a class that overrides ``forward`` without a rule; see :func:`~redistribute.tracing.behaviour.lookup`)."""
+    table: dict[type, object] = {**{t: resize_heads for t in HEAD_SPECS}, **HANDLERS}
+    return lookup(table, type(m), HEAD_SPECS)
 
 
 def _resize_param(modules: Mapping[str, nn.Module], use: LayerUse, idx: torch.Tensor) -> None:
@@ -218,20 +216,15 @@ def _resize_param(modules: Mapping[str, nn.Module], use: LayerUse, idx: torch.Te
 
 
 def channel_normalized_groups(model: nn.Module, graph: ChannelGraph) -> dict[int, str]:
-    """Groups that a norm takes statistics *across* (LayerNorm over channels, GroupNorm with several channels per
-    group), mapped to that norm's name. New channels in them change the statistics, so growing them cannot keep
-    the function exactly (BatchNorm-style norms are per channel and do not have this problem)."""
-    found: dict[int, str] = {}
-    for u in graph.uses:
-        if u.kind != "norm" or u.out_layout is None:
-            continue
-        m = model.get_submodule(u.module)
-        across = isinstance(m, nn.LayerNorm) or (isinstance(m, nn.GroupNorm) and m.num_groups < m.num_channels)
-        if across:
-            for seg in u.out_layout:
-                if seg.space is not None:
-                    found.setdefault(seg.space, u.module)
-    return found
+    """Groups that some op reduces or normalises *across* (a channel mean, sum, max or softmax, ``F.normalize``,
+    LayerNorm, GroupNorm with several channels per group, a hand-written LayerNorm), mapped to that op's node.
+
+    Found from the graph (:attr:`ChannelGraph.cross_channel`), not from module types: new channels change what
+    such an op computes, so growing these groups cannot keep the function exactly (BatchNorm-style norms are per
+    channel and do not have this problem). ``model`` is unused and kept for callers.
+    """
+    del model
+    return dict(graph.cross_channel)
 
 
 def _check_fits(model: nn.Module, modules: Mapping[str, nn.Module], plan: Plan) -> None:
@@ -290,6 +283,10 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
                     continue
                 if u.kind == "param":
                     _resize_param(modules, u, out_idx)  # type: ignore[arg-type]
+                    continue
+                if u.kind == "attr":  # an int attribute that sizes a slice (GhostNet's oup): the new width
+                    owner, _, attr = u.module.rpartition(".")
+                    setattr(modules[owner], attr, int(out_idx.numel()))  # type: ignore[union-attr]
                     continue
                 m = modules[u.module]
                 handler = _handler(m) or (resize_norm_like if u.kind == "norm" else None)

@@ -32,7 +32,8 @@ class TransferRow:
         new: Width in the plan.
         kept: Channels carried over from the base (``min(base, new)``).
         kept_mass: Fraction of the group's importance held by the kept channels (1.0 when nothing is dropped).
-        preserving: False when the group grows and a norm takes statistics across its channels.
+        preserving: False when the group grows and an op reduces or normalises across its channels.
+        across: The first op (graph node) that reduces or normalises across the group's channels, or ``None``.
     """
 
     group: int
@@ -43,6 +44,7 @@ class TransferRow:
     kept: int
     kept_mass: float
     preserving: bool
+    across: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,6 +93,7 @@ def transfer_report(model: nn.Module, plan: Plan, importance: str = "l1") -> tup
                 kept=int(kept.numel()),
                 kept_mass=min(1.0, mass),
                 preserving=not (grows and g.id in normalized),
+                across=normalized.get(g.id),
             )
         )
     return tuple(rows)

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .scripted import ScriptedStandIn
+
 __all__ = ["copy_sharing_tensors", "meta_copy", "unshare"]
 
 _ATOMS = (
@@ -72,6 +74,10 @@ ClassFn = Callable[[type], "type | None"]
 def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn, class_fn: ClassFn | None = None) -> nn.Module:
     if id(m) in memo:  # a module registered twice stays one module
         return memo[id(m)]  # type: ignore[no-any-return]
+    if isinstance(m, torch.jit.ScriptModule):  # TorchScript: its C++ state cannot be copied attribute-wise
+        new_script: nn.Module = ScriptedStandIn(m, memo) if tensor_fn is _to_meta else copy.deepcopy(m)
+        memo[id(m)] = new_script
+        return new_script
     cls: type[nn.Module] = (class_fn(m.__class__) if class_fn is not None else None) or m.__class__
     new = cls.__new__(cls)
     memo[id(m)] = new

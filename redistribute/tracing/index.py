@@ -36,10 +36,14 @@ class ModuleIndex:
     num_params: int = 0
 
     def mapped(self, memo: Mapping[int, Any]) -> ModuleIndex:
-        """The index of a copy of the tree, given the copy's memo (``id`` of an original to its copy)."""
+        """The index of a copy of the tree, given the copy's memo (``id`` of an original to its copy).
+
+        Modules the copy has no counterpart for (the insides of a TorchScript module, whose copy is one black box)
+        are left out.
+        """
         return ModuleIndex(
-            modules={n: memo[id(m)] for n, m in self.modules.items()},
-            paths={memo[id(m)]: n for m, n in self.paths.items()},
+            modules={n: memo[id(m)] for n, m in self.modules.items() if id(m) in memo},
+            paths={memo[id(m)]: n for m, n in self.paths.items() if id(m) in memo},
             params={id(memo[k]): n for k, n in self.params.items()},
             buffers={id(memo[k]): n for k, n in self.buffers.items()},
             num_params=self.num_params,

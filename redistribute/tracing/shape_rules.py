@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .behaviour import lookup
 from .hooked import base_type
 from .known import known_values
 
@@ -272,7 +273,7 @@ def meta_value(
         if exact is not None:
             value = exact(module, args, kwargs) if args else None
             return value is not None, value
-        fn = next((MODULE_SHAPES[t] for t in type(module).__mro__ if t in MODULE_SHAPES), None)
+        fn = lookup(MODULE_SHAPES, type(module))
     else:
         fn = None
     if fn is None or not args:

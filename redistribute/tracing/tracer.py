@@ -25,10 +25,13 @@ import torch
 from torch import fx, nn
 
 from ..errors import TraceError
+from .behaviour import lookup
 from .clone import meta_copy
 from .hooked import LeanTracer, all_hooked, base_type, hooked_class, trace_hooked
 from .index import ModuleIndex, index_modules
 from .known import is_unknown, unknown_wins
+from .macs import CountMacs
+from .scripted import ScriptedStandIn, script_functions
 from .shape_rules import meta_value
 
 __all__ = ["TracedModel", "trace_model"]
@@ -111,6 +114,7 @@ class _Tracer(LeanTracer):
         self._buffer_names = index.buffers
         self._hooked = hooked
         self._leaf_types = leaf_types
+        self._leaf_map = dict.fromkeys(leaf_types, True)
         self._notrace, _ = _timm_notrace()
         self.forced_leaves: dict[str, str] = {}
         self._leaf_by_type: dict[type, bool] = {}
@@ -173,15 +177,17 @@ class _Tracer(LeanTracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.forced_leaves:
             return True
+        if isinstance(m, ScriptedStandIn):
+            self.forced_leaves[module_qualified_name] = f"it is TorchScript ({m.original_type}): a black box"
+            return True
         leaf = self._leaf_by_type.get(type(m))  # the rest depends on the class only
         if leaf is None:
             leaf = self._leaf_by_type[type(m)] = self._class_is_leaf(m, module_qualified_name)
         return leaf
 
     def _class_is_leaf(self, m: nn.Module, module_qualified_name: str) -> bool:
-        for t in type(m).__mro__:
-            if t in self._leaf_types:
-                return True
+        if lookup(self._leaf_map, type(m)):
+            return True
         if base_type(m) in self._notrace:
             return False  # try to trace through timm's no-trace blocks; fall back to a black box below
         return super().is_leaf_module(m, module_qualified_name)
@@ -283,20 +289,21 @@ class _Tracer(LeanTracer):
         if node.op == "get_attr":
             return self._attr(str(node.target))
         args, kwargs = unknown_wins(args, kwargs)
-        if node.op in ("call_function", "call_method"):
+        if node.op in ("call_function", "call_method") or module is not None:
             self._evaluating = True
             try:
-                if node.op == "call_function":
-                    return node.target(*args, **kwargs)  # type: ignore[operator]
-                return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+                with CountMacs() as macs:  # what the run costs, should the walker keep it as a black box
+                    if node.op == "call_function":
+                        out = node.target(*args, **kwargs)  # type: ignore[operator]
+                    elif node.op == "call_method":
+                        out = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+                    else:
+                        out = module(*args, **kwargs)  # type: ignore[misc]
             finally:
                 self._evaluating = False
-        if module is not None:
-            self._evaluating = True
-            try:
-                return module(*args, **kwargs)
-            finally:
-                self._evaluating = False
+            if macs.total:
+                node.meta["macs"] = macs.total
+            return out
         return None
 
     def to_bool(self, obj: fx.Proxy) -> bool:
@@ -346,6 +353,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
     meta_index = index.mapped(memo)
     _eval(meta_index.paths)
     _, autowrap = _timm_notrace()
+    autowrap = [*autowrap, *script_functions(index.modules.values())]
     tracer = _Tracer(meta, meta_index, leaf_types, autowrap, all_hooked(meta_index.paths))
     tracer.meta_input = torch.empty(input_shape, device="meta")
     forward_features = getattr(meta, "forward_features", None)
@@ -367,11 +375,13 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
         raise
     except Exception as exc:
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        hint = (
-            "create submodules in __init__, not inside forward"
-            if "not installed as a submodule" in msg
-            else "pass a model whose forward takes one tensor"
-        )
+        required = [p for p in params[1:] if p.default is inspect.Parameter.empty and p.kind <= p.POSITIONAL_OR_KEYWORD]
+        if "not installed as a submodule" in msg:
+            hint = "create submodules in __init__, not inside forward"
+        elif required:
+            hint = f"pass a model whose forward takes one tensor (this one also needs {', '.join(p.name for p in required)})"
+        else:
+            hint = "run with --debug for the traceback, and wrap the failing part in a submodule (kept as a black box)"
         raise TraceError(f"cannot trace {type(model).__name__}: {msg}. Hint: {hint}") from exc
     return TracedModel(
         graph=graph,

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from torch import fx, nn
 
+from ...tracing.behaviour import RULED
 from ..spaces import Layout, SpaceTable
 from ..uses import LayerUse
 
@@ -49,6 +50,7 @@ class Walker(Protocol):
     def use_member(self, node: fx.Node, kind: str, layout: Layout, dim: int) -> None: ...
     def flops_linear(self, node: fx.Node, in_l: Layout, out_l: Layout) -> None: ...
     def require_multiple(self, layout: Layout, multiple: int, why: str) -> None: ...
+    def mark_cross_channel(self, layout: Layout, node: fx.Node) -> None: ...
     def require_block(self, layout: Layout, block: int, why: str) -> None: ...
     def tie(self, dep: Layout, src: Layout, num: int, den: int, why: str) -> None: ...
     def reshape(self, node: fx.Node, src: Any) -> Any: ...
@@ -63,14 +65,18 @@ ModuleRule = Callable[[Walker, fx.Node, nn.Module], Dims]
 MODULE_RULES: dict[type, ModuleRule] = {}
 FUNCTION_RULES: dict[Any, Rule] = {}
 METHOD_RULES: dict[str, Rule] = {}
+#: Rules for call targets by their type, when no rule names the target itself (TorchScript functions).
+FUNCTION_TYPE_RULES: dict[type, Rule] = {}
 
 
 def module_rule(*types: type) -> Callable[[ModuleRule], ModuleRule]:
-    """Register a rule for modules of these types (and their subclasses)."""
+    """Register a rule for modules of these types (and their subclasses that do not define their own ``forward``;
+    see :func:`redistribute.tracing.behaviour.lookup`)."""
 
     def deco(fn: ModuleRule) -> ModuleRule:
         for t in types:
             MODULE_RULES[t] = fn
+            RULED.add(t)
         return fn
 
     return deco
@@ -82,6 +88,17 @@ def function_rule(*targets: Any) -> Callable[[Rule], Rule]:
     def deco(fn: Rule) -> Rule:
         for t in targets:
             FUNCTION_RULES[t] = fn
+        return fn
+
+    return deco
+
+
+def function_type_rule(*types: type) -> Callable[[Rule], Rule]:
+    """Register a rule for every call target of these types (checked after :data:`FUNCTION_RULES`)."""
+
+    def deco(fn: Rule) -> Rule:
+        for t in types:
+            FUNCTION_TYPE_RULES[t] = fn
         return fn
 
     return deco

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import fx
 
 from ..spaces import Layout, const
-from .base import Dims, Walker, function_rule, method_rule, shape_of
+from .base import Dims, Walker, function_rule, function_type_rule, method_rule, shape_of
 from .modules import pixel_shuffle
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -39,9 +39,6 @@ _UNARY_FNS = [
     F.dropout2d,
     F.dropout3d,
     F.alpha_dropout,
-    F.softmax,
-    F.log_softmax,
-    F.normalize,
     torch.relu,
     torch.sigmoid,
     torch.tanh,
@@ -55,7 +52,6 @@ _UNARY_FNS = [
     torch.clip,
     torch.square,
     torch.erf,
-    torch.softmax,
     operator.neg,
     operator.pos,
     torch.nn.functional.relu_,
@@ -87,8 +83,6 @@ _UNARY_METHODS = [
     "to",
     "type_as",
     "detach",
-    "softmax",
-    "log_softmax",
     "mul_scalar",
     "pow",
     "erf",
@@ -190,6 +184,8 @@ def _reduce(w: Walker, node: fx.Node) -> Dims:
         w.table.fix(tuple(s for lay in x for s in lay), f"full reduction at {node.name}")
         return tuple(const(s) for s in shape_of(node))
     dims = {int(d) % len(x) for d in (dim if isinstance(dim, (tuple, list)) else [dim])}  # type: ignore[call-overload]
+    for d in dims:
+        w.mark_cross_channel(x[d], node)
     out = []
     for i, lay in enumerate(x):
         if i in dims:
@@ -202,6 +198,28 @@ def _reduce(w: Walker, node: fx.Node) -> Dims:
 
 function_rule(torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var, torch.logsumexp)(_reduce)
 method_rule("mean", "sum", "amax", "amin", "std", "var", "logsumexp")(_reduce)
+
+
+@function_rule(F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize)
+@method_rule("softmax", "log_softmax")
+def _softmax(w: Walker, node: fx.Node) -> Dims:
+    """Softmax and ``F.normalize`` keep their input's dims and mix the values along ``dim`` (for ``normalize``
+    the channels, dim 1, by default)."""
+    x = w.dims(node.args[0])
+    out = w.keep_dims(node, node.args[0])
+    if not isinstance(x, tuple):
+        return out
+    dim = node.kwargs.get("dim")
+    if dim is None:
+        pos = 2 if node.target is F.normalize else 1  # softmax(input, dim); normalize(input, p, dim)
+        dim = node.args[pos] if len(node.args) > pos else (1 if node.target is F.normalize else None)
+    if isinstance(dim, int):
+        w.mark_cross_channel(x[dim % len(x)], node)
+    else:  # softmax's legacy implicit dim: assume the worst
+        for lay in x:
+            w.mark_cross_channel(lay, node)
+    return out
+
 
 _SPATIAL_FNS = [
     F.adaptive_avg_pool1d,
@@ -289,6 +307,13 @@ def _split(w: Walker, node: fx.Node) -> Dims:
     return out
 
 
+@function_type_rule(torch.jit.ScriptFunction)
+def _script_function(w: Walker, node: fx.Node) -> Dims:
+    """A TorchScript function: fx cannot look inside, so it is a black box (its channels are fixed, named)."""
+    name = getattr(node.target, "name", None) or getattr(node.target, "__name__", "?")
+    return w.unknown(node, f"'{name}' is a TorchScript function (torch.jit.script): a black box")
+
+
 @function_rule(F.pixel_shuffle, torch.pixel_shuffle, F.pixel_unshuffle, torch.pixel_unshuffle)
 def _functional_pixel_shuffle(w: Walker, node: fx.Node) -> Dims:
     factor = node.args[1] if len(node.args) > 1 else next(iter(node.kwargs.values()), None)
@@ -308,6 +333,11 @@ def _functional_norm(w: Walker, node: fx.Node) -> Dims:
         and any(isinstance(s, int) for s in shape_arg)
     ):
         w.table.fix(x[d], f"hard-coded normalized_shape at {node.name}")
+    groups = node.args[1] if node.target is F.group_norm and len(node.args) > 1 else node.kwargs.get("num_groups")
+    if node.target in (F.layer_norm, F.rms_norm) or (
+        node.target is F.group_norm and groups != shape_of(node)[1]
+    ):  # statistics across channels (a GroupNorm with one channel per group is per channel)
+        w.mark_cross_channel(x[d], node)
     tensors = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
     for t in tensors:
         td = w.dims(t)

@@ -10,6 +10,7 @@ from torch import fx
 
 from .. import heads as _heads
 from ..spaces import Layout, Segment, const, layout_size
+from ..uses import LayerUse
 from .base import Walker
 
 __all__ = ["index", "reshape", "split_layout"]
@@ -84,13 +85,37 @@ def index(w: Walker, node: fx.Node, x: tuple[Layout, ...], idx: Any) -> Any:
         elif isinstance(it, slice):
             if it == slice(None):
                 out.append(x[d])
+            elif any(s.space is not None for s in x[d]):
+                out.append(_channel_slice(w, node, it, x[d], d, int(node.meta["val"].shape[len(out)])))
             else:
-                if any(s.space is not None for s in x[d]):
-                    w.table.fix(x[d], f"slicing at '{node.name}'")
                 out.append(const(node.meta["val"].shape[len(out)]))
             d += 1
     out.extend(x[d:])
     return tuple(out)
+
+
+def _channel_slice(w: Walker, node: fx.Node, it: slice, lay: Layout, dim: int, n: int) -> Layout:
+    """A slice of a channel dim. ``[:k]`` with ``k`` the whole width (GhostNet's ``out[:, :self.oup]``) keeps the
+    group when ``k`` is an int attribute of the module whose forward slices, which surgery then sets to the new
+    width; any other slice fixes the group, with a reason that names it (and the tensor it makes carries it on)."""
+    size = layout_size(lay)
+    owner = _heads._owner(w, node)
+    where = f" in '{owner[0]}'" if owner is not None and owner[0] else ""
+    whole = it.start in (None, 0) and it.step in (None, 1) and it.stop == size
+    if whole and owner is not None:
+        attrs = [k for k, v in vars(owner[1]).items() if type(v) is int and v == size and not k.startswith("_")]
+        if len(attrs) == 1:
+            name = f"{owner[0]}.{attrs[0]}" if owner[0] else attrs[0]
+            w.uses.append(LayerUse(name, "attr", node.name, w.order, None, lay, dim=dim))
+            return lay
+    if whole:
+        reason = f"slice '{node.name}'{where} keeps a literal {size} channels, not an attribute surgery can update"
+    else:
+        reason = f"slice '{node.name}'{where} cuts the channels ({n} of {size})"
+    w.table.fix(lay, reason)
+    new = w.table.fresh(n, f"{node.name}.slice")
+    w.table.fix(new, reason)
+    return new
 
 
 def split_layout(w: Walker, node: fx.Node, layout: Layout, sizes: list[int]) -> list[Layout]:

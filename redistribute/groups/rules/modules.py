@@ -47,21 +47,27 @@ def _linear(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     return (*tuple(x[:-1]), out_l)
 
 
-def _norm(channel_dim: int) -> ModuleRule:
+def _norm(channel_dim: int, across: bool = True) -> ModuleRule:
+    """A norm over ``channel_dim``; ``across``: its statistics span the channels (LayerNorm, RMSNorm, GroupNorm with
+    several channels per group), so growing the group cannot preserve the function."""
+
     def rule(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
         x = w.dims(node.args[0])
         d = channel_dim % len(x)
         num_groups = getattr(mod, "num_groups", 1)
         if num_groups not in (1, shape_of(node)[d]):
             w.require_multiple(x[d], num_groups, f"{node.target} has num_groups={num_groups}")
+        if across and num_groups != shape_of(node)[d]:
+            w.mark_cross_channel(x[d], node)
         w.use_member(node, "norm", x[d], dim=d)
         return x
 
     return rule
 
 
-module_rule(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)(_norm(1))
-module_rule(nn.LayerNorm)(_norm(-1))
+module_rule(nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)(_norm(1, across=False))
+module_rule(nn.GroupNorm)(_norm(1))
+module_rule(nn.LayerNorm, nn.RMSNorm)(_norm(-1))
 
 
 #: timm's norm layers: (module of ``timm.layers``, class names, channel dim: 1 for NCHW or -1 for last).
@@ -75,6 +81,10 @@ _TIMM_NORMS: tuple[tuple[str, tuple[str, ...], int], ...] = (
 )  # fmt: skip
 
 
+#: timm's norms above whose statistics are per channel (batch norms): growing their groups preserves the function.
+_TIMM_PER_CHANNEL = frozenset({"BatchNormAct2d", "FrozenBatchNorm2d", "FrozenBatchNormAct2d"})
+
+
 def _register_timm() -> None:
     try:
         from timm.layers import norm, norm_act
@@ -85,15 +95,28 @@ def _register_timm() -> None:
         for cls_name in names:
             cls = getattr(modules[where], cls_name, None)
             if isinstance(cls, type):
-                module_rule(cls)(_norm(dim))
+                module_rule(cls)(_norm(dim, across=cls_name not in _TIMM_PER_CHANNEL))
     try:  # torchvision's FrozenBatchNorm2d (detection backbones)
         from torchvision.ops.misc import FrozenBatchNorm2d
     except ImportError:  # pragma: no cover
         return
-    module_rule(FrozenBatchNorm2d)(_norm(1))
+    module_rule(FrozenBatchNorm2d)(_norm(1, across=False))
 
 
 _register_timm()
+
+
+@module_rule(nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d, nn.LocalResponseNorm, nn.CrossMapLRN2d)
+def _across_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """Parameterless layers that mix values across a dim (softmax over ``dim``, ``Softmax2d`` over the channels,
+    local response norm over neighbouring channels): they keep their input's dims and mark that dim."""
+    x = w.dims(node.args[0])
+    out = w.keep_dims(node, node.args[0])
+    if isinstance(x, tuple):
+        dim = getattr(mod, "dim", None)
+        d = -3 if isinstance(mod, nn.Softmax2d) else (1 if dim is None else int(dim))
+        w.mark_cross_channel(x[d % len(x)], node)
+    return out
 
 
 @module_rule(nn.Flatten)
@@ -138,3 +161,39 @@ def _pixel_unshuffle_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
 def passthrough_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     """Parameterless leaves (activations, dropout, pooling, upsampling): keep every dim whose size survives."""
     return w.keep_dims(node, node.args[0])
+
+
+def _std_conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """A weight-standardised conv (timm's ``StdConv2d``): a conv whose weights are normalised over their input
+    channels, so new input channels (zero weights) change every filter's statistics."""
+    x = w.dims(node.args[0])
+    w.mark_cross_channel(x[1], node)
+    return _conv(w, node, mod)
+
+
+def _register_same_behaviour() -> None:
+    """Subclasses that override ``forward`` but keep their parent's channel behaviour (checked one by one: SAME
+    padding, sync or split batch statistics, a dtype cast). Without a rule of their own they would be traced into."""
+    module_rule(nn.SyncBatchNorm)(_norm(1, across=False))
+    try:
+        from timm.layers.conv2d_same import Conv2dSame, Conv2dSameExport
+        from timm.layers.linear import Linear as TimmLinear
+        from timm.layers.norm import LayerNorm as TimmLayerNorm
+        from timm.layers.norm_act import SyncBatchNormAct
+        from timm.layers.split_batchnorm import SplitBatchNorm2d
+        from timm.layers.std_conv import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
+    except ImportError:  # pragma: no cover
+        return
+    module_rule(Conv2dSame, Conv2dSameExport)(_conv)
+    module_rule(StdConv2d, StdConv2dSame, ScaledStdConv2d, ScaledStdConv2dSame)(_std_conv)
+    module_rule(TimmLinear)(_linear)
+    module_rule(TimmLayerNorm)(_norm(-1))
+    module_rule(SplitBatchNorm2d, SyncBatchNormAct)(_norm(1, across=False))
+    try:  # torchvision's ConvNeXt LayerNorm2d(nn.LayerNorm) permutes to channels-last inside: a norm over dim 1
+        from torchvision.models.convnext import LayerNorm2d
+    except ImportError:  # pragma: no cover
+        return
+    module_rule(LayerNorm2d)(_norm(1))
+
+
+_register_same_behaviour()
