@@ -75,7 +75,9 @@ def _copy_module(m: nn.Module, memo: dict[int, Any], tensor_fn: TensorFn, class_
     if id(m) in memo:  # a module registered twice stays one module
         return memo[id(m)]  # type: ignore[no-any-return]
     if isinstance(m, torch.jit.ScriptModule):  # TorchScript: its C++ state cannot be copied attribute-wise
-        new_script: nn.Module = ScriptedStandIn(m, memo) if tensor_fn is _to_meta else copy.deepcopy(m)
+        new_script: nn.Module = (
+            ScriptedStandIn(m, memo) if tensor_fn in (_to_meta, _loose_to_meta) else copy.deepcopy(m)
+        )
         memo[id(m)] = new_script
         return new_script
     cls: type[nn.Module] = (class_fn(m.__class__) if class_fn is not None else None) or m.__class__
