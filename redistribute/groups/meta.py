@@ -1,5 +1,5 @@
-"""The channel layouts behind timm's metadata (``num_features``, ``head_hidden_size``, ``feature_info``), so surgery
-can set them to the real widths."""
+"""The channel layouts behind timm's metadata: ``num_features``, ``head_hidden_size``, ``feature_info`` and the
+classifier head's own width attributes, so surgery can set them to the real widths."""
 
 from __future__ import annotations
 
@@ -39,16 +39,38 @@ def meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any)
         if lay is not None:
             out[f"feature_info.{i}"] = seg_map(lay)
     head = getattr(model, "head_hidden_size", None)
-    get_classifier = getattr(model, "get_classifier", None)
-    if isinstance(head, int) and callable(get_classifier):
-        try:
-            clf = get_classifier()
-        except Exception:  # metadata is best effort
-            clf = None
-        clf_name = traced.index.paths.get(clf) if isinstance(clf, nn.Module) else None
-        use = next((u for u in w.uses if u.module == clf_name and u.in_layout is not None), None)
-        if use is not None and sum(s.size for s in use.in_layout) == head:  # type: ignore[union-attr]
-            out["head_hidden_size"] = seg_map(use.in_layout)
+    clf_name, clf_in = _classifier_input(model, traced, w)
+    if clf_in is not None and isinstance(head, int) and _size(clf_in) == head:
+        out["head_hidden_size"] = seg_map(clf_in)
     if "head_hidden_size" not in out and isinstance(head, int) and head == num_features and "num_features" in out:
         out["head_hidden_size"] = out["num_features"]
+    owner = clf_name.rpartition(".")[0] if clf_name else ""
+    if owner:  # timm's ClassifierHead / NormMlpClassifierHead: their own widths, which reset_classifier reads
+        trunk = out.get("num_features")
+        clf = seg_map(clf_in) if clf_in is not None else None
+        head_mod = traced.index.modules.get(owner)
+        for attr, order in (("in_features", (trunk, clf)), ("num_features", (clf, trunk)), ("hidden_size", (clf,))):
+            value = getattr(head_mod, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                lay = next((lay for lay in order if lay is not None and _size(lay) == value), None)
+                if lay is not None:
+                    out[f"{owner}.{attr}"] = lay
     return out
+
+
+def _size(layout: Layout) -> int:
+    return sum(s.size for s in layout)
+
+
+def _classifier_input(model: nn.Module, traced: TracedModel, w: Walker) -> tuple[str | None, Layout | None]:
+    """The name of timm's classifier (``get_classifier()``) and the (walker's) layout of its input channels."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if not callable(get_classifier):
+        return None, None
+    try:
+        clf = get_classifier()
+    except Exception:  # metadata is best effort
+        return None, None
+    clf_name = traced.index.paths.get(clf) if isinstance(clf, nn.Module) else None
+    use = next((u for u in w.uses if u.module == clf_name and u.in_layout is not None), None)
+    return clf_name, (use.in_layout if use is not None else None)
