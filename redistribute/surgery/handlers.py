@@ -241,3 +241,13 @@ register_handler(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn
 def resize_norm_like(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> None:
     """Generic handler for any norm-like module: per-channel parameters and buffers of the old size."""
     _norm(m, use, in_idx, out_idx)
+
+
+@register_handler(nn.PReLU)
+def _prelu(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> None:
+    """``PReLU(C)``: the slopes follow the channels (a new channel gets the mean slope); ``num_parameters`` too."""
+    assert isinstance(m, nn.PReLU)
+    if out_idx is None or m.num_parameters == 1:
+        return
+    _set(m, "weight", take(m.weight.data, 0, out_idx, "mean"))
+    m.num_parameters = int(out_idx.numel())

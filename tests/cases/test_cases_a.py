@@ -15,8 +15,24 @@ from conftest import flop_counter_macs, num_params
 from torch import nn
 
 import redistribute
+from redistribute.surgery.rebuild import select_channels
 
-CASES = Path(__file__).resolve().parents[2].parent / "shared" / "cases"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cases_dir() -> Path:
+    """``../shared/cases`` next to the repository; for a git worktree, next to its main checkout too."""
+    found = [ROOT.parent / "shared" / "cases"]
+    dot_git = ROOT / ".git"
+    if dot_git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
+        gitdir = Path(dot_git.read_text().partition("gitdir:")[2].strip())
+        main = next((p.parent for p in gitdir.parents if p.name == ".git"), None)
+        if main is not None:
+            found.append(main.parent / "shared" / "cases")
+    return next((p for p in found if p.is_dir()), found[0])
+
+
+CASES = _cases_dir()
 
 
 def load_case(name: str) -> ModuleType:
@@ -59,3 +75,45 @@ def test_reset_classifier_works_after_surgery(name: str):
     new.reset_classifier(10)
     assert new.get_classifier().in_features == width
     assert new(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def widths_plan(graph: redistribute.ChannelGraph, change) -> redistribute.Plan:
+    """A plan that sets every free group's width to ``change(group)`` (rounded to its constraints)."""
+    from redistribute.planning.planner import plan_from_widths
+
+    widths = {}
+    for g in graph.groups:
+        if g.fixed is None and g.tie is None:
+            step = max(g.multiple, g.block, 1)
+            widths[g.id] = max(step, round(change(g) / step) * step)
+    return plan_from_widths(graph, widths)
+
+
+def grows_preserving(model: nn.Module, graph: redistribute.ChannelGraph, extra: int = 8) -> float:
+    """Largest output change of a grow-only plan (every free group ``+extra``), inputs at batch 2."""
+    plan = widths_plan(graph, lambda g: g.width + extra)
+    new = check_rebuild(model, plan)
+    x = torch.randn(2, *graph.input_shape[1:])
+    with torch.no_grad():
+        return float((new(x) - model(x)).abs().max())
+
+
+# -- prelu.py: PReLU(C) resizes with its group, PReLU() passes through ---------------------------------------------
+def test_prelu_per_channel_slopes_follow_their_group():
+    case = load_case("prelu")
+    model = case.make()
+    graph = redistribute.trace(model, input_size=case.INPUT_SIZE)
+    assert not [g.fixed for g in graph.groups if g.fixed and "PReLU" in g.fixed]
+    stream = next(g for g in graph.groups if "stem.0" in g.producers)
+    assert stream.fixed is None and {"stem.2", "b1.act2"} <= set(stream.members)
+    assert "shared_act" not in {m for g in graph.groups for m in g.members}  # PReLU(): one slope, no group
+    plan = redistribute.plan(graph, "a", divisor=1)
+    assert plan.changed()
+    new = check_rebuild(model, plan)
+    assert new.stem[2].num_parameters == new.stem[2].weight.numel() == plan.widths[stream.id]
+    assert new.shared_act.num_parameters == 1
+    shrink = widths_plan(graph, lambda g: g.width // 2)
+    new = check_rebuild(model, shrink)
+    kept = select_channels(model, shrink)[stream.id]
+    assert torch.equal(new.stem[2].weight, model.stem[2].weight[kept])  # the kept channels keep their own slopes
+    assert grows_preserving(model, graph) < 1e-5

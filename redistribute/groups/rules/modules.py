@@ -96,6 +96,17 @@ def _register_timm() -> None:
 _register_timm()
 
 
+@module_rule(nn.PReLU)
+def _prelu(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """``PReLU(C)``: one slope per channel of dim 1 (dim 0 of a 1-D input), resized with that group;
+    ``PReLU()``: one slope for all channels, which passes channels through."""
+    x = w.dims(node.args[0])
+    if int(mod.num_parameters) == 1 or not isinstance(x, tuple):  # type: ignore[arg-type]
+        return passthrough_module(w, node, mod)
+    w.use_member(node, "norm", x[1 if len(x) > 1 else 0], dim=1 if len(x) > 1 else 0)
+    return x
+
+
 @module_rule(nn.Flatten)
 def _flatten_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     return w.reshape(node, node.args[0])
