@@ -172,10 +172,12 @@ def _conv(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: tor
     cin = in_idx.numel() if in_idx is not None else m.in_channels
     cout = out_idx.numel() if out_idx is not None else m.out_channels
     groups = m.groups
-    if use.mode == "depthwise":
+    if use.mode == "depthwise":  # groups == in; out = multiplier * in, each input's outputs consecutive
+        mult = m.out_channels // m.in_channels
         idx = out_idx if out_idx is not None else in_idx
         w = resize_tensor(w, 0, idx, "kaiming")
-        groups = cout = cin = w.shape[0]
+        cout = w.shape[0]
+        groups = cin = cout // mult
     elif use.mode == "width":
         per_in = m.in_channels // m.groups
         groups = cin // per_in

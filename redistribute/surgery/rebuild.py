@@ -65,7 +65,10 @@ def _score(modules: Mapping[str, nn.Module], width: int, uses: list[LayerUse], i
             w = weight.detach()
             if getattr(m, "transposed", False):
                 w = w.transpose(0, 1)
-            if w.shape[0] != width and w.shape[0] % width == 0:  # copies of the group: score per copy, summed
+            lay = u.out_layout or ()
+            if len(lay) == 1 and lay[0].repeat > 1 and w.shape[0] == width * lay[0].repeat:
+                w = w.reshape(width, -1)  # each channel's rows in a row (a depthwise conv's channel multiplier)
+            elif w.shape[0] != width and w.shape[0] % width == 0:  # copies of the group: score per copy, summed
                 w = w.reshape(w.shape[0] // width, width, -1).transpose(0, 1)
             if w.shape[0] != width:
                 continue

@@ -117,3 +117,24 @@ def test_prelu_per_channel_slopes_follow_their_group():
     kept = select_channels(model, shrink)[stream.id]
     assert torch.equal(new.stem[2].weight, model.stem[2].weight[kept])  # the kept channels keep their own slopes
     assert grows_preserving(model, graph) < 1e-5
+
+
+# -- depthwise_multiplier.py: a depthwise conv with a channel multiplier stays depthwise ------------------------------
+def test_depthwise_multiplier_stays_depthwise():
+    case = load_case("depthwise_multiplier")
+    model = case.make()
+    graph = redistribute.trace(model, input_size=case.INPUT_SIZE)
+    for template in ("a", "b", "d"):
+        plan = redistribute.plan(graph, template, divisor=1)
+        new = check_rebuild(model, plan)
+        for block in (new.b1, new.b2, new.b3):
+            dw = block.dw
+            assert dw.groups == dw.in_channels and dw.out_channels == 2 * dw.in_channels, (template, dw)
+            assert block.pw.in_channels == dw.out_channels
+    assert grows_preserving(model, graph) < 1e-5
+    # shrinking keeps each kept input channel's own pair of filters
+    shrink = widths_plan(graph, lambda g: g.width // 2)
+    new = check_rebuild(model, shrink)
+    kept = select_channels(model, shrink)[next(g.id for g in graph.groups if "b3.dw" in g.producers)]
+    rows = (kept.view(-1, 1) * 2 + torch.arange(2)).flatten()
+    assert torch.equal(new.b3.dw.weight, model.b3.dw.weight[rows])

@@ -22,6 +22,10 @@ def _conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     in_l, groups = x[1], mod.groups
     if groups > 1 and groups == mod.in_channels == mod.out_channels:
         out_l, mode = in_l, "depthwise"
+    elif groups > 1 and groups == mod.in_channels and mod.out_channels % groups == 0 and not mod.transposed:
+        # depthwise with a channel multiplier m: input channel c owns outputs c*m ... c*m + m - 1
+        m = mod.out_channels // groups
+        out_l, mode = tuple(Segment(s.space, s.width, s.repeat * m) for s in w.table.resolve(in_l)), "depthwise"
     else:
         out_l = w.table.fresh(mod.out_channels, name)
         mode = "none" if groups == 1 else w.group_policy(name)
