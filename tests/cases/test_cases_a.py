@@ -138,3 +138,20 @@ def test_depthwise_multiplier_stays_depthwise():
     kept = select_channels(model, shrink)[next(g.id for g in graph.groups if "b3.dw" in g.producers)]
     rows = (kept.view(-1, 1) * 2 + torch.arange(2)).flatten()
     assert torch.equal(new.b3.dw.weight, model.b3.dw.weight[rows])
+
+
+# -- module_reuse.py: a module called twice holds its parameters once; FLOPs count every call -----------------------
+@pytest.mark.parametrize("template", ["a", "b", "d"])
+def test_shared_modules_count_params_once_and_flops_per_call(template: str):
+    case = load_case("module_reuse")
+    model = case.make()
+    graph = redistribute.trace(model, input_size=case.INPUT_SIZE)
+    assert sum(u.module == "rec.conv" for u in graph.uses) == 2 and sum(u.module == "shared" for u in graph.uses) == 2
+    check_rebuild(model, redistribute.plan(graph, template, divisor=1))  # FLOPs of both calls, params once
+    base = num_params(model)
+    for target in (0.7 * base, 1.3 * base):
+        matched = redistribute.plan(graph, template, "params", target=target, divisor=1)
+        assert matched.changed()
+        new = check_rebuild(model, matched)
+        assert num_params(new) == round(matched.cost.params)
+        assert abs(num_params(new) - target) <= matched.tolerance * target
