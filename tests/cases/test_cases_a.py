@@ -155,3 +155,19 @@ def test_shared_modules_count_params_once_and_flops_per_call(template: str):
         new = check_rebuild(model, matched)
         assert num_params(new) == round(matched.cost.params)
         assert abs(num_params(new) - target) <= matched.tolerance * target
+
+
+# -- vovnet_se_views.py: y.view(b, c, 1, 1) with c from x.size(), gating x, stays in x's group ------------------------
+def test_se_view_sized_from_the_gated_tensor_keeps_its_group_free():
+    case = load_case("vovnet_se_views")
+    model = case.make()
+    graph = redistribute.trace(model, input_size=case.INPUT_SIZE)
+    gated = next(g for g in graph.groups if "s2.concat.0" in g.producers)
+    assert gated.fixed is None, gated.fixed
+    assert "se.fc2" in gated.producers and "se.fc1" in gated.consumers
+    for template in ("a", "d"):
+        plan = redistribute.plan(graph, template, divisor=1)
+        assert plan.widths[gated.id] != gated.width
+        new = check_rebuild(model, plan)
+        assert new.se.fc2.out_features == new.s2.concat[0].out_channels == plan.widths[gated.id]
+    assert grows_preserving(model, graph) < 1e-5
