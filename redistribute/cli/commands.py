@@ -67,13 +67,15 @@ app = typer.Typer(
 _Divisor = Annotated[int, typer.Option(help="widths are multiples of this")]
 _Ratio = Annotated[float | None, typer.Option(help="template range r (default: widest/narrowest stage of the base)")]
 _Scope = Annotated[str, typer.Option(help="conv: conv-produced groups; all: linear-produced too")]
-_InputSize = Annotated[str | None, typer.Option("--input-size", help="C,H,W (default: the model's own)")]
+_InputSize = Annotated[
+    str | None, typer.Option("--input-size", help="C,H,W, or any shape without batch: 32 (default: the model's own)")
+]
 
 
 def _parse_size(text: str | None) -> tuple[int, ...] | None:
     from ..tracing.input_size import parse_input_size
 
-    return None if text is None else parse_input_size(text, min_dims=2)
+    return None if text is None else parse_input_size(text)
 
 
 @app.command("run")

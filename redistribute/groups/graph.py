@@ -32,6 +32,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import TraceError, UsageError
+from ..source import class_label
 from ..tracing.gcpause import gc_paused
 from ..tracing.input_size import resolve_input_size
 from ..tracing.tracer import TracedModel, trace_model
@@ -334,7 +335,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         opaque=dict(traced.opaque),
         unmapped=dict(w.unmapped),
         meta_layouts=meta,
-        model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        model_class=class_label(type(model)),
         output_shapes=_output_shapes(traced),
     )
 

@@ -5,6 +5,7 @@ the rebuilt model, the template's shape visible in the widths, and structure kep
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -171,3 +172,68 @@ def test_se_view_sized_from_the_gated_tensor_keeps_its_group_free():
         new = check_rebuild(model, plan)
         assert new.se.fc2.out_features == new.s2.concat[0].out_channels == plan.widths[gated.id]
     assert grows_preserving(model, graph) < 1e-5
+
+
+# -- inputs: 1-D inputs in the CLI, several required inputs refused, no internal module names -----------------------
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from redistribute.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_takes_a_1d_input_size_like_the_api():
+    path = CASES / "linear_to_convtranspose.py"
+    case = load_case("linear_to_convtranspose")  # skips when absent
+    res = cli(f"{path}:make", "--input-size", "32", "-t", "b", "--json")
+    assert res.exit_code == 0, res.stderr
+    api = redistribute.plan(case.make(), "b", input_size=(32,))
+    assert json.loads(res.stdout)["totals"]["flops"]["base"] == api.base_cost.flops
+
+
+TWO_INPUTS = """
+import torch
+from torch import nn
+
+class Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(3, 8, 3), nn.Conv2d(3, 8, 3), nn.Linear(8, 2)
+
+    def forward(self, x, y):
+        return self.fc((self.a(x) + self.b(y)).mean((2, 3)))
+
+class Vector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+def two():
+    return Two()
+
+def vector():
+    return Vector()
+"""
+
+
+def test_two_required_inputs_are_refused_in_one_line(tmp_path: Path):
+    (tmp_path / "nets.py").write_text(TWO_INPUTS)
+    res = cli(f"{tmp_path / 'nets.py'}:two", "--input-size", "3,16,16")
+    assert res.exit_code == 1
+    error = " ".join(res.stderr.split("error:", 1)[1].split())
+    assert error.startswith("Two.forward takes 2 required inputs (x, y)")
+    with pytest.raises(redistribute.TraceError, match=r"takes 2 required inputs"):
+        redistribute.trace(redistribute.load_model(f"{tmp_path / 'nets.py'}:two"), input_size=(3, 16, 16))
+
+
+def test_messages_name_the_file_not_the_internal_module(tmp_path: Path):
+    (tmp_path / "nets.py").write_text(TWO_INPUTS)
+    res = cli(f"{tmp_path / 'nets.py'}:vector", "--input-size", "8")
+    assert res.exit_code == 1
+    assert "nets.py:Vector" in res.stderr and "_redistribute_user_" not in res.stderr
+    graph = redistribute.trace(redistribute.load_model(f"{tmp_path / 'nets.py'}:vector"), input_size=(8,))
+    assert graph.model_class == "nets.py:Vector"
