@@ -253,3 +253,17 @@ def _prelu(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: to
         return
     _set(m, "weight", take(m.weight.data, 0, out_idx, "mean"))
     m.num_parameters = int(out_idx.numel())
+
+
+@register_handler(nn.RNNBase)
+def _rnn(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> None:
+    """``nn.LSTM``/``nn.GRU``/``nn.RNN`` fed by a group: the first layer's input weights (each direction) follow
+    its channels (a new channel gets zero weights), and ``input_size`` too. Hidden sizes stay."""
+    assert isinstance(m, nn.RNNBase)
+    if in_idx is None:
+        return
+    for suffix in ("", "_reverse"):
+        name = f"weight_ih_l0{suffix}"
+        if hasattr(m, name):
+            _set(m, name, take(getattr(m, name).data, 1, in_idx, 0.0))  # RNNBase.__setattr__ updates _flat_weights
+    m.input_size = int(in_idx.numel())
