@@ -237,3 +237,31 @@ def test_messages_name_the_file_not_the_internal_module(tmp_path: Path):
     assert "nets.py:Vector" in res.stderr and "_redistribute_user_" not in res.stderr
     graph = redistribute.trace(redistribute.load_model(f"{tmp_path / 'nets.py'}:vector"), input_size=(8,))
     assert graph.model_class == "nets.py:Vector"
+
+
+# -- linear_to_convtranspose.py: Linear -> view(-1, C, 4, 4) -> ConvTranspose2d ---------------------------------------
+def test_vector_to_feature_map_view_keeps_channels_or_names_the_view():
+    case = load_case("linear_to_convtranspose")
+    model = case.make()
+    graph = redistribute.trace(model, input_size=case.INPUT_SIZE)
+    fc = next(g for g in graph.groups if "fc" in g.producers)
+    # C is the literal 64 (read from self.up1.in_channels when traced): the reason names the view, not heads
+    assert fc.width == 64 and "reshape 'view' has the literal size 64" in (fc.fixed or "")
+    assert "head" not in (fc.fixed or "")
+    assert redistribute.plan(graph, "a", divisor=1).changed()  # the conv groups after it are free
+
+    class SizedFromTensor(type(model)):  # the same generator with C inferred: view(n, -1, 4, 4)
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.fc(z)).view(z.shape[0], -1, 4, 4)
+            x = torch.relu(self.bn1(self.up1(x)))
+            return torch.tanh(self.to_rgb(torch.relu(self.bn2(self.up2(x)))))
+
+    free = SizedFromTensor()
+    graph = redistribute.trace(free, input_size=case.INPUT_SIZE)
+    fc = next(g for g in graph.groups if "fc" in g.producers)
+    assert fc.fixed is None and fc.width == 64 and "up1" in fc.consumers  # each channel owns 16 of fc's features
+    plan = redistribute.plan(graph, "a", divisor=1, scope="all")
+    assert plan.widths[fc.id] != 64
+    new = check_rebuild(free, plan)
+    assert new.fc.out_features == 16 * new.up1.in_channels == 16 * plan.widths[fc.id]
+    assert grows_preserving(free, graph) < 1e-5
