@@ -53,6 +53,8 @@ def _score(modules: Mapping[str, nn.Module], width: int, uses: list[LayerUse], i
     score = torch.zeros(width, dtype=torch.float64)
     for u in uses:
         if importance == "bn" and u.kind == "norm":
+            if isinstance(modules[u.module], nn.PReLU):  # slopes, not scales
+                continue
             w = getattr(modules[u.module], "weight", None)
             if w is not None and w.shape[0] == width:
                 score += w.detach().abs().double().cpu()

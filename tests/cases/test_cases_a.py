@@ -16,7 +16,7 @@ from conftest import flop_counter_macs, num_params
 from torch import nn
 
 import redistribute
-from redistribute.surgery.rebuild import select_channels
+from redistribute.surgery.rebuild import channel_scores, select_channels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -265,3 +265,13 @@ def test_vector_to_feature_map_view_keeps_channels_or_names_the_view():
     new = check_rebuild(free, plan)
     assert new.fc.out_features == 16 * new.up1.in_channels == 16 * plan.widths[fc.id]
     assert grows_preserving(free, graph) < 1e-5
+
+
+def test_bn_importance_ignores_prelu_slopes():
+    case = load_case("prelu")
+    model = case.make()
+    graph = redistribute.trace(model, input_size=case.INPUT_SIZE)
+    stream = next(g for g in graph.groups if "stem.0" in g.producers)
+    scores = channel_scores(model, graph, "bn")[stream.id]
+    bns = [model.stem[1], model.b1.bn2]  # the BatchNorms of the stream; its PReLUs are not scales
+    assert torch.allclose(scores, sum(bn.weight.detach().abs().double() for bn in bns))
