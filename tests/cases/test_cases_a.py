@@ -275,3 +275,15 @@ def test_bn_importance_ignores_prelu_slopes():
     scores = channel_scores(model, graph, "bn")[stream.id]
     bns = [model.stem[1], model.b1.bn2]  # the BatchNorms of the stream; its PReLUs are not scales
     assert torch.allclose(scores, sum(bn.weight.detach().abs().double() for bn in bns))
+
+
+# -- torchvision:convnext_tiny: the CLI never writes a model whose forward fails -------------------------------------
+def test_cli_writes_only_models_that_run(tmp_path: Path):
+    out = tmp_path / "convnext"
+    res = cli("torchvision:convnext_tiny", "-t", "a", "--input-size", "3,64,64", "--out", str(out))
+    if res.exit_code == 0:  # once LayerNorm2d follows its group: the written model must run
+        model = redistribute.load(out / "spec.json", weights=out / "weights.safetensors")
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    else:  # today LayerNorm2d keeps 96 channels: refused by the rebuild check, nothing written
+        assert res.exit_code == 1 and "fails at forward" in " ".join(res.stderr.split())
+        assert not out.exists()
