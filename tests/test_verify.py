@@ -66,3 +66,13 @@ def test_verify_checks_output_shapes_against_the_base():
     new.append(nn.Upsample(scale_factor=2))  # no parameters, no resized layer: only the output shape betrays it
     with pytest.raises(RebuildError, match=r"returns shapes \[\(1, 4, 28, 28\)\], the base \[\(1, 4, 14, 14\)\]"):
         verify(new, p)
+
+
+def test_a_batch_norm_left_at_its_old_width_fails_the_forward_check():
+    m = timm.create_model("test_resnet")
+    p = redistribute.plan(m, "d", input_size=(3, 64, 64))
+    new = redistribute.apply(m, p)
+    new.bn1 = nn.BatchNorm2d(new.bn1.num_features + 8)  # self-consistent, but not its input's width
+    held = float(sum(x.numel() for x in new.parameters()))
+    with pytest.raises(RebuildError, match=r"fails at forward"):
+        verify(new, replace(p, cost=replace(p.cost, params=held)))
