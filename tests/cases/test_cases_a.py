@@ -14,6 +14,7 @@ import timm
 import torch
 from conftest import flop_counter_macs, num_params
 from torch import nn
+from torch.nn import functional as F
 
 import redistribute
 from redistribute.surgery.rebuild import channel_scores, select_channels
@@ -195,6 +196,7 @@ def test_cli_takes_a_1d_input_size_like_the_api():
 TWO_INPUTS = """
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 class Two(nn.Module):
     def __init__(self):
@@ -287,3 +289,25 @@ def test_cli_writes_only_models_that_run(tmp_path: Path):
     else:  # today LayerNorm2d keeps 96 channels: refused by the rebuild check, nothing written
         assert res.exit_code == 1 and "fails at forward" in " ".join(res.stderr.split())
         assert not out.exists()
+
+
+def test_functional_prelu_slopes_follow_their_group():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.fc = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 8, 3), nn.Linear(8, 4)
+            self.slope, self.one = nn.Parameter(torch.rand(16)), nn.Parameter(torch.tensor([0.2]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.prelu(self.a(x), self.slope)
+            return self.fc(F.prelu(self.b(y), self.one).mean((2, 3)))
+
+    model = Net()
+    graph = redistribute.trace(model, input_size=(3, 16, 16))
+    a, b = (next(g for g in graph.groups if name in g.producers) for name in ("a", "b"))
+    assert a.fixed is None and b.fixed is None and a.members == ("slope",)
+    plan = widths_plan(graph, lambda g: g.width // 2)
+    new = check_rebuild(model, plan)
+    assert new.slope.shape == (8,) and new.one.shape == (1,)
+    assert torch.equal(new.slope, model.slope[select_channels(model, plan)[a.id]])
+    assert grows_preserving(model, graph) < 1e-5
