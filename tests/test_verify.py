@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import timm
+import torch
 from torch import nn
 from typer.testing import CliRunner
 
@@ -76,3 +77,10 @@ def test_a_batch_norm_left_at_its_old_width_fails_the_forward_check():
     held = float(sum(x.numel() for x in new.parameters()))
     with pytest.raises(RebuildError, match=r"fails at forward"):
         verify(new, replace(p, cost=replace(p.cost, params=held)))
+
+
+def test_a_half_precision_model_is_checked_in_its_own_dtype():
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)).to(torch.bfloat16)
+    p = redistribute.plan(m, "b", input_size=(3, 16, 16), match="none", divisor=1)
+    new = redistribute.apply(m, p)  # a float32 input would fail the check on a bfloat16 model
+    assert new[0].weight.dtype == torch.bfloat16 and new[0].out_channels == p.widths[1]

@@ -221,7 +221,7 @@ def _output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[tupl
         copy = meta_copy(model)
         copy.eval()
         with torch.no_grad(), _ShapeOnlyNorms():
-            out = copy(torch.empty(input_shape, device="meta"))
+            out = copy(torch.empty(input_shape, device="meta", dtype=_dtype(model)))
     except Exception as meta_exc:  # an op without a meta kernel, or a real fault: a real forward tells which
         try:
             out = _real_forward(model, input_shape)
@@ -234,6 +234,11 @@ def _output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[tupl
     return tuple(tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor))
 
 
+def _dtype(model: nn.Module) -> torch.dtype:
+    """The input dtype the model computes in: its first floating-point parameter's (a half model gets halves)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def _real_forward(model: nn.Module, input_shape: tuple[int, ...]) -> object:
     """A forward of ``model`` on zeros in eval mode, restoring every module's mode (running stats untouched)."""
     modes = {m: m.training for m in model.modules()}
@@ -242,7 +247,7 @@ def _real_forward(model: nn.Module, input_shape: tuple[int, ...]) -> object:
     try:
         model.eval()
         with torch.no_grad():
-            return model(torch.zeros(input_shape, device=device))
+            return model(torch.zeros(input_shape, device=device, dtype=_dtype(model)))
     finally:
         for m, mode in modes.items():
             m.training = mode
