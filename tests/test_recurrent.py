@@ -52,6 +52,8 @@ def rnn_macs(m: nn.RNNBase, x: torch.Tensor) -> int:
     return counted or hand_count(m, steps)
 
 
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")
+
 CELLS = [
     (nn.LSTM, {}),
     (nn.LSTM, {"proj_size": 8, "num_layers": 2, "batch_first": True}),
@@ -87,3 +89,14 @@ def rnn_macs_counted(m: nn.RNNBase, x: torch.Tensor) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         m(x)
     return sum(fc.get_flop_counts().get("Global", {}).values()) // 2
+
+
+def test_a_recurrent_layer_left_at_its_old_input_size_is_refused(monkeypatch: pytest.MonkeyPatch):
+    from redistribute.errors import RebuildError
+    from redistribute.surgery import handlers
+
+    model = CRNN(nn.LSTM)
+    plan = redistribute.plan(model, "a", divisor=1, input_size=(3, 20))
+    monkeypatch.setitem(handlers.HANDLERS, nn.RNNBase, lambda m, use, in_idx, out_idx: None)
+    with pytest.raises(RebuildError, match=r"rebuilt CRNN"):
+        redistribute.apply(model, plan)

@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_leaves
 from ..errors import RebuildError
 from ..planning.planner import Plan
 from ..tracing.clone import meta_copy
+from ..tracing.shape_rules import EXACT_MODULE_SHAPES
 
 __all__ = ["ATTRIBUTE_CHECKS", "register_check", "verify"]
 
@@ -215,10 +216,34 @@ class _ShapeOnlyNorms(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+_RNN_FORWARDS = (nn.LSTM.forward, nn.GRU.forward, nn.RNN.forward)
+_SHAPE_ONLY_CLASSES: dict[type, type] = {}
+
+
+def _rnn_shapes(self: nn.RNNBase, input: torch.Tensor, hx: object = None) -> object:
+    """A recurrent layer on meta, shapes only (torch runs it step by step in Python there: seconds for Sequencer)."""
+    if input.shape[-1] != self.input_size:
+        raise RuntimeError(
+            f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
+        )
+    shapes = next(EXACT_MODULE_SHAPES[t] for t in type(self).__mro__ if t in EXACT_MODULE_SHAPES)
+    out = shapes(self, (input,), {}) if hx is None else None
+    return out if out is not None else super(type(self), self).forward(input, hx)  # type: ignore[misc]
+
+
+def _shape_only_class(cls: type) -> type | None:
+    """For the meta copy: torch's own LSTM/GRU/RNN (not a subclass with its own forward) run shapes only."""
+    if getattr(cls, "forward", None) not in _RNN_FORWARDS:
+        return None
+    if cls not in _SHAPE_ONLY_CLASSES:
+        _SHAPE_ONLY_CLASSES[cls] = type(cls.__name__, (cls,), {"forward": _rnn_shapes, "__module__": cls.__module__})
+    return _SHAPE_ONLY_CLASSES[cls]
+
+
 def _output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     """Shapes of ``model``'s output tensors at ``input_shape``: on a meta copy, or on zeros where meta cannot."""
     try:
-        copy = meta_copy(model)
+        copy = meta_copy(model, _shape_only_class)
         copy.eval()
         with torch.no_grad(), _ShapeOnlyNorms():
             out = copy(torch.empty(input_shape, device="meta", dtype=_dtype(model)))
