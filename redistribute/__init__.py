@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
     from .errors import DataError as DataError
     from .errors import InfeasibleTargetError as InfeasibleTargetError
     from .errors import OutputError as OutputError
+    from .errors import RebuildError as RebuildError
     from .errors import RedistributeError as RedistributeError
     from .errors import SourceError as SourceError
     from .errors import SpecError as SpecError
@@ -96,6 +97,7 @@ _EXPORTS = {
     "InfeasibleTargetError": ".errors",
     "LatencyMatch": ".study.latency",
     "OutputError": ".errors",
+    "RebuildError": ".errors",
     "Plan": ".planning.planner",
     "RedistributeError": ".errors",
     "SourceError": ".errors",
@@ -158,6 +160,7 @@ __all__ = [
     "LatencyMatch",
     "OutputError",
     "Plan",
+    "RebuildError",
     "RedistributeError",
     "SourceError",
     "SpecError",

@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "InfeasibleTargetError",
     "OutputError",
+    "RebuildError",
     "RedistributeError",
     "SourceError",
     "SpecError",
@@ -58,6 +59,11 @@ class InfeasibleTargetError(RedistributeError):
 
 class ConstraintError(RedistributeError):
     """A width violates a group's constraint (divisibility, minimum, tie)."""
+
+
+class RebuildError(RedistributeError):
+    """A rebuilt model is inconsistent (a layer's attributes and weights disagree, its forward fails or changes the
+    output shapes, or its parameter count is not the plan's); nothing is returned or written."""
 
 
 class SpecError(UsageError):

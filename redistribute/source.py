@@ -21,7 +21,20 @@ from torch import nn
 from .errors import CheckpointError, SourceError
 from .skeleton import skeleton
 
-__all__ = ["PREFIXES", "load_model"]
+__all__ = ["PREFIXES", "class_label", "load_model"]
+
+#: Prefix of the module names that ``file.py:factory`` sources are imported under (unique per file path).
+_USER_MODULE = "_redistribute_user_"
+
+
+def class_label(cls: type) -> str:
+    """``module.Class`` of a model class, or ``file.py:Class`` for one defined in a ``file.py:factory`` source
+    (never the internal module name it was imported under)."""
+    if cls.__module__.startswith(_USER_MODULE):
+        file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        return f"{Path(file).name if file else 'model file'}:{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
 
 PREFIXES = ("timm", "torchvision")
 
@@ -117,7 +130,7 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any], meta: bool = Fal
         raise SourceError(f"model file {path_text!r} does not exist. Hint: give path/to/file.py:factory")
     if not factory:
         raise SourceError(f"{path_text!r} names no factory. Hint: give path/to/file.py:factory, e.g. {path_text}:make")
-    mod_name = f"_redistribute_user_{abs(hash(str(path.resolve())))}"
+    mod_name = f"{_USER_MODULE}{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:
         raise SourceError(f"cannot import {path_text!r} as Python. Hint: give a .py file")

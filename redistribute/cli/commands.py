@@ -67,13 +67,15 @@ app = typer.Typer(
 _Divisor = Annotated[int, typer.Option(help="widths are multiples of this")]
 _Ratio = Annotated[float | None, typer.Option(help="template range r (default: widest/narrowest stage of the base)")]
 _Scope = Annotated[str, typer.Option(help="conv: conv-produced groups; all: linear-produced too")]
-_InputSize = Annotated[str | None, typer.Option("--input-size", help="C,H,W (default: the model's own)")]
+_InputSize = Annotated[
+    str | None, typer.Option("--input-size", help="C,H,W, or any shape without batch: 32 (default: the model's own)")
+]
 
 
 def _parse_size(text: str | None) -> tuple[int, ...] | None:
     from ..tracing.input_size import parse_input_size
 
-    return None if text is None else parse_input_size(text, min_dims=2)
+    return None if text is None else parse_input_size(text)
 
 
 @app.command("run")
@@ -122,6 +124,7 @@ def run(
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
     """Redistribute MODEL's filters following a template at the base model's cost."""
+    made_dir = False
     try:
         from ..io import prepare_out_dir
         from ..planning.planner import check_options
@@ -140,6 +143,7 @@ def run(
             )
         size = _parse_size(input_size)
         outputs = ("spec.json", "weights.safetensors", "config.json", "model.safetensors")
+        made_dir = out is not None and not out.exists()
         out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
         err_console.print(f"building {model}", style="dim", markup=False)
         base = load_model(model, pretrained=pretrained)
@@ -190,6 +194,8 @@ def run(
             save_timm_files(out_dir, spec, new)  # timm's config.json + model.safetensors, for local-dir:
             summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
     except Exception as exc:  # mapped to one line and an exit code
+        if made_dir and out is not None and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # the folder this run made for a result it could not write
         fail(exc, debug)
         return
     if as_json:

@@ -6,7 +6,7 @@ numbered in execution order of their first appearance.
 
 Example (torch-pruning's canonical coupling, a residual add):
     >>> import torch
-    >>> from torch import nn
+    >>> from torch import fx, nn
     >>> class Block(nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
@@ -26,15 +26,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ..errors import TraceError, UsageError
+from ..source import class_label
 from ..tracing.gcpause import gc_paused
 from ..tracing.input_size import resolve_input_size
 from ..tracing.tracer import TracedModel, trace_model
+from .meta import meta_layouts
 from .policy import policy_for
 from .rules.base import MODULE_RULES
 from .spaces import Layout, Segment
@@ -114,6 +115,7 @@ class ChannelGraph:
         model_class: Qualified class name of the traced model.
         cross_channel: Groups that some op reduces or normalises across (channel mean/sum/softmax, LayerNorm,
             GroupNorm), mapped to the first such node: growing them cannot preserve the function.
+        output_shapes: Shapes of the model's output tensors (flattened in order), which surgery must keep.
     """
 
     groups: tuple[ChannelGroup, ...]
@@ -126,6 +128,7 @@ class ChannelGraph:
     meta_layouts: dict[str, Layout] = field(default_factory=dict)
     model_class: str = ""
     cross_channel: dict[int, str] = field(default_factory=dict)
+    output_shapes: tuple[tuple[int, ...], ...] = ()
 
     def free_groups(self, scope: str = "conv") -> list[ChannelGroup]:
         """Groups a template redistributes: not fixed, not tied, produced by a conv (``scope="all"``: any layer)."""
@@ -291,7 +294,7 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         )
     groups = _propagate_tie_fixes(groups)
     base_params = traced.index.num_params
-    meta = _meta_layouts(model, traced, w, seg_map)
+    meta = meta_layouts(model, traced, w, seg_map)
     cross: dict[int, str] = {}
     for layout, node_name in w.cross_channel:
         for seg in seg_map(layout) or ():
@@ -308,9 +311,18 @@ def _finalize(model: nn.Module, traced: TracedModel, w: Walker) -> ChannelGraph:
         opaque=dict(traced.opaque),
         unmapped=dict(w.unmapped),
         meta_layouts=meta,
-        model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        model_class=class_label(type(model)),
         cross_channel=cross,
+        output_shapes=_output_shapes(traced),
     )
+
+
+def _output_shapes(traced: TracedModel) -> tuple[tuple[int, ...], ...]:
+    nodes: list[fx.Node] = []
+    for out in (n for n in traced.graph.nodes if n.op == "output"):
+        fx.node.map_arg(out.args[0], nodes.append)
+    vals = [n.meta.get("val") for n in nodes]
+    return tuple(tuple(v.shape) for v in vals if isinstance(v, torch.Tensor))
 
 
 def _propagate_tie_fixes(groups: list[ChannelGroup]) -> list[ChannelGroup]:
@@ -329,15 +341,6 @@ def _propagate_tie_fixes(groups: list[ChannelGroup]) -> list[ChannelGroup]:
     return groups
 
 
-def _channel_layout(dims: Any, size: int) -> Layout | None:
-    """The layout of the channel dim (1, or last for channels-last) of ``size`` channels; a dim that carries a
-    channel group wins over a spatial one of the same size (a channels-last 16x16 map with 16 channels)."""
-    if not isinstance(dims, tuple):
-        return None
-    found = [dims[d] for d in (1, len(dims) - 1) if 0 <= d < len(dims) and sum(s.size for s in dims[d]) == size]
-    return next((lay for lay in found if any(s.space is not None for s in lay)), found[0] if found else None)
-
-
 def _head_order(traced: TracedModel) -> int | None:
     """The walker's order of the trunk's output (timm's ``forward_features``): layers after it are the head."""
     mark = traced.marks.get("features")
@@ -351,37 +354,6 @@ def _classifier_layer(u: LayerUse, head_from: int | None) -> bool:
         return True
     spatial_in, spatial_out = math.prod(u.in_shape[2:]), math.prod(u.out_shape[2:])
     return u.kind == "conv" and spatial_in > 1 and spatial_out == 1 and u.kernel == spatial_in
-
-
-def _meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any) -> dict[str, Layout]:
-    out: dict[str, Layout] = {}
-    num_features = getattr(model, "num_features", None)
-    node = traced.marks.get("features")
-    if isinstance(num_features, int) and node is not None:
-        lay = _channel_layout(w.dims(node), num_features)
-        if lay is not None:
-            out["num_features"] = seg_map(lay)
-    for i, info in enumerate(getattr(model, "feature_info", None) or []):
-        if not isinstance(info, dict) or "module" not in info:
-            continue
-        node = traced.module_outputs.get(str(info["module"]))
-        lay = _channel_layout(w.dims(node), int(info.get("num_chs", -1))) if node is not None else None
-        if lay is not None:
-            out[f"feature_info.{i}"] = seg_map(lay)
-    head = getattr(model, "head_hidden_size", None)
-    get_classifier = getattr(model, "get_classifier", None)
-    if isinstance(head, int) and callable(get_classifier):
-        try:
-            clf = get_classifier()
-        except Exception:  # metadata is best effort
-            clf = None
-        clf_name = traced.index.paths.get(clf) if isinstance(clf, nn.Module) else None
-        use = next((u for u in w.uses if u.module == clf_name and u.in_layout is not None), None)
-        if use is not None and sum(s.size for s in use.in_layout) == head:  # type: ignore[union-attr]
-            out["head_hidden_size"] = seg_map(use.in_layout)
-    if "head_hidden_size" not in out and isinstance(head, int) and head == num_features and "num_features" in out:
-        out["head_hidden_size"] = out["num_features"]
-    return out
 
 
 def check_traceable(graph: ChannelGraph) -> None:

@@ -133,4 +133,4 @@ def check_literal_shape(w: Walker, node: fx.Node, out: list[Layout]) -> None:
     for arg, lay in zip(args, out, strict=False):
         spaced = isinstance(arg, int) and arg != -1 and any(s.space is not None for s in lay)
         if spaced and not literal_ok(w, node, arg, lay):  # type: ignore[arg-type]
-            w.table.fix(lay, f"hard-coded reshape at '{node.name}'")
+            w.table.fix(lay, f"reshape '{node.name}' has the literal size {arg} at a channel dim (write -1 there)")

@@ -5,21 +5,22 @@ from ``x``'s channel group, but the data being reshaped is ``qkv``'s output. If 
 own, that reshape would fail or, worse, split the channels differently. The walker asks :func:`check_sizes` about
 every tensor op that takes non-tensor arguments: each argument's *sources* are the layouts its value was computed
 from (through ``x.shape``, ``x.size(d)``, ``getitem`` and arithmetic), and a source that is a channel group must
-size its own dimension (a reshape that keeps ``x``'s channels where they were) or stay fixed, with the reason.
+size its own dimension (a reshape that keeps ``x``'s channels where they were) or stay fixed, with the reason. That
+is decided after the walk, when every coupling is known.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import fx
 
 from .spaces import Layout, SpaceTable
 
-__all__ = ["SizeSources", "check_sizes"]
+__all__ = ["SizeCheck", "SizeSources", "check_sizes", "settle_sizes"]
 
 _RESHAPES = {"reshape", "view"}
 Prov = Any  # tuple[Layout, ...] (a scalar's sources) or list[tuple[Layout, ...]] (per element of a shape)
@@ -83,8 +84,38 @@ def _spaced(layout: Layout) -> bool:
     return any(s.space is not None for s in layout)
 
 
-def check_sizes(table: SpaceTable, sizes: SizeSources, node: fx.Node, out: Any, dims_of: Callable[[Any], Any]) -> None:
-    """Fix every channel group whose width sizes a dimension of ``node``'s result that is not its own."""
+class SizeCheck(NamedTuple):
+    """A size read from group ``src`` at node ``node``: fine when ``src`` is (by the end of the walk) one of ``own``;
+    otherwise ``src`` is fixed, and so is ``sized`` (the dimension it sized), when given."""
+
+    src: Layout
+    own: tuple[Layout, ...]
+    node: str
+    sized: Layout | None = None
+
+
+def settle_sizes(table: SpaceTable, checks: list[SizeCheck]) -> None:
+    """Decide the recorded :class:`SizeCheck` s once the walk is over: a gate written ``x * y.view(b, c, 1, 1)`` with
+    ``c`` from ``x.size()`` couples ``y`` to ``x`` only at the multiply, one node after the view."""
+    for check in checks:
+        src = table.resolve(check.src)
+        if src in {table.resolve(lay) for lay in check.own}:
+            continue
+        table.fix(check.src, f"its width sizes another tensor at '{check.node}'")
+        if check.sized is not None and _spaced(check.sized):
+            table.fix(check.sized, f"'{check.node}' is sized from another group")
+
+
+def check_sizes(
+    table: SpaceTable,
+    sizes: SizeSources,
+    node: fx.Node,
+    out: Any,
+    dims_of: Callable[[Any], Any],
+    checks: list[SizeCheck],
+) -> None:
+    """Record, in ``checks``, every channel group whose width sizes a dimension of ``node``'s result; whether that
+    dimension is the group's own is decided after the walk (:func:`settle_sizes`)."""
     size_args = [a for a in list(node.args) + list(node.kwargs.values()) if _has_size_nodes(a)]
     if not size_args or not isinstance(out, tuple):
         return
@@ -108,22 +139,16 @@ def check_sizes(table: SpaceTable, sizes: SizeSources, node: fx.Node, out: Any, 
                     if isinstance(arg, tuple) and all(isinstance(s, tuple) for s in arg)
                     else list(sizes.flat(arg))
                 )
-                for src in srcs:
-                    if _spaced(src) and table.resolve(src) != table.resolve(lay):
-                        table.fix(src, f"its width sizes another tensor at '{node.name}'")
-                        if _spaced(lay):
-                            table.fix(lay, f"'{node.name}' is sized from another group")
+                checks.extend(SizeCheck(src, (lay,), node.name, lay) for src in srcs if _spaced(src))
             return
-    own = set()
+    own: list[Layout] = []
     for a in node.all_input_nodes:
         d = dims_of(a)
         if isinstance(d, tuple):
-            own.update(table.resolve(lay) for lay in d if isinstance(lay, tuple))
-    own.update(table.resolve(lay) for lay in out if isinstance(lay, tuple))
+            own.extend(lay for lay in d if isinstance(lay, tuple))
+    own.extend(lay for lay in out if isinstance(lay, tuple))
     for arg in size_args:
-        for src in sizes.flat(arg):
-            if _spaced(src) and table.resolve(src) not in own:
-                table.fix(src, f"its width sizes another tensor at '{node.name}'")
+        checks.extend(SizeCheck(src, tuple(own), node.name) for src in sizes.flat(arg) if _spaced(src))
 
 
 def _has_size_nodes(arg: Any) -> bool:

@@ -21,7 +21,7 @@ from .rules import base as _rules
 from .rules import functions, matmul  # noqa: F401  (importing registers their rules)
 from .rules import layout_ops as _layout_ops
 from .rules import modules as _rules_modules
-from .sizes import SizeSources, check_sizes
+from .sizes import SizeCheck, SizeSources, check_sizes, settle_sizes
 from .spaces import Layout, SpaceTable, const, layout_size
 from .uses import LayerUse, extra_per_out_channel
 
@@ -62,11 +62,13 @@ class Walker:
     # -- driving --------------------------------------------------------------------------------------------
     def run(self, graph: fx.Graph) -> None:
         sizes = SizeSources(self.dims)
+        checks: list[SizeCheck] = []
         for node in graph.nodes:
             self._order += 1
             out = self._dims[node] = self._visit(node)
             if node.op in ("call_function", "call_method") and isinstance(node.meta.get("val"), torch.Tensor):
-                check_sizes(self.table, sizes, node, out, self.dims)
+                check_sizes(self.table, sizes, node, out, self.dims, checks)
+        settle_sizes(self.table, checks)
         self.uses.extend(_heads.head_uses(self))
 
     def _visit(self, node: fx.Node) -> Any:

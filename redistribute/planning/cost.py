@@ -9,7 +9,8 @@ Conventions (the ones behind "ResNet50 = 4.1 GFLOPs"):
   the CPU, ``FlopCounterMode`` needs the flash-attention formula for the SDPA kernel: see ``tests/conftest.py``).
   Grouped and depthwise convs are costed with their width-dependent group count; attention head widths enter
   through the layouts of the projections (``3 * heads`` copies of the head group) and of the products.
-* **params** equal ``sum(p.numel() for p in model.parameters())`` of the rebuilt model.
+* **params** equal ``sum(p.numel() for p in model.parameters())`` of the rebuilt model: a module called several
+  times (weight sharing) counts once, its FLOPs once per call.
 * **memory** is activation memory: the bytes of every leaf module's output at batch 1 in float32, the quantity
   a forward hook on each leaf module would add up.
 
@@ -117,9 +118,12 @@ class CostModel:
         self.graph = graph
         self._terms: dict[str, list[_Term]] = {"flops": [], "params": [], "memory": []}
         params_by_tensor: dict[str, list[LayerUse]] = {}
+        costed: set[str] = set()  # a module called several times (weight sharing) holds its parameters once
         for u in graph.uses:
             self._terms["flops"].extend(_flops_terms(u))
-            self._terms["params"].extend(_params_terms(u))
+            if u.kind in ("conv", "linear", "norm") and u.module not in costed:
+                costed.add(u.module)
+                self._terms["params"].extend(_params_terms(u))
             if u.kind == "param" and u.per_channel:
                 params_by_tensor.setdefault(u.module, []).append(u)
         for _name, uses in params_by_tensor.items():

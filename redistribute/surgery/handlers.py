@@ -172,10 +172,12 @@ def _conv(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: tor
     cin = in_idx.numel() if in_idx is not None else m.in_channels
     cout = out_idx.numel() if out_idx is not None else m.out_channels
     groups = m.groups
-    if use.mode == "depthwise":
+    if use.mode == "depthwise":  # groups == in; out = multiplier * in, each input's outputs consecutive
+        mult = m.out_channels // m.in_channels
         idx = out_idx if out_idx is not None else in_idx
         w = resize_tensor(w, 0, idx, "kaiming")
-        groups = cout = cin = w.shape[0]
+        cout = w.shape[0]
+        groups = cin = cout // mult
     elif use.mode == "width":
         per_in = m.in_channels // m.groups
         groups = cin // per_in
@@ -242,3 +244,27 @@ register_handler(nn.RMSNorm)(_norm)
 def resize_norm_like(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> None:
     """Generic handler for any norm-like module: per-channel parameters and buffers of the old size."""
     _norm(m, use, in_idx, out_idx)
+
+
+@register_handler(nn.PReLU)
+def _prelu(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> None:
+    """``PReLU(C)``: the slopes follow the channels (a new channel gets the mean slope); ``num_parameters`` too."""
+    assert isinstance(m, nn.PReLU)
+    if out_idx is None or m.num_parameters == 1:
+        return
+    _set(m, "weight", take(m.weight.data, 0, out_idx, "mean"))
+    m.num_parameters = int(out_idx.numel())
+
+
+@register_handler(nn.RNNBase)
+def _rnn(m: nn.Module, use: LayerUse, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> None:
+    """``nn.LSTM``/``nn.GRU``/``nn.RNN`` fed by a group: the first layer's input weights (each direction) follow
+    its channels (a new channel gets zero weights), and ``input_size`` too. Hidden sizes stay."""
+    assert isinstance(m, nn.RNNBase)
+    if in_idx is None:
+        return
+    for suffix in ("", "_reverse"):
+        name = f"weight_ih_l0{suffix}"
+        if hasattr(m, name):
+            _set(m, name, take(getattr(m, name).data, 1, in_idx, 0.0))  # RNNBase.__setattr__ updates _flat_weights
+    m.input_size = int(in_idx.numel())

@@ -31,6 +31,7 @@ from ..tracing.gcpause import gc_paused
 from .attention import resize_heads
 from .checkpoint import assign_state_dict, check_state_dict, read_state_dict
 from .handlers import HANDLERS, forget_prepared, resize_norm_like, take
+from .verify import verify
 
 __all__ = ["IMPORTANCE", "apply", "apply_", "channel_normalized_groups", "channel_scores", "select_channels"]
 
@@ -53,6 +54,8 @@ def _score(modules: Mapping[str, nn.Module], width: int, uses: list[LayerUse], i
     score = torch.zeros(width, dtype=torch.float64)
     for u in uses:
         if importance == "bn" and u.kind == "norm":
+            if isinstance(modules[u.module], nn.PReLU):  # slopes, not scales
+                continue
             w = getattr(modules[u.module], "weight", None)
             if w is not None and w.shape[0] == width and not w.is_meta:
                 score += w.detach().abs().double().cpu()
@@ -65,7 +68,10 @@ def _score(modules: Mapping[str, nn.Module], width: int, uses: list[LayerUse], i
             w = weight.detach()
             if getattr(m, "transposed", False):
                 w = w.transpose(0, 1)
-            if w.shape[0] != width and w.shape[0] % width == 0:  # copies of the group: score per copy, summed
+            lay = u.out_layout or ()
+            if len(lay) == 1 and lay[0].repeat > 1 and w.shape[0] == width * lay[0].repeat:
+                w = w.reshape(width, -1)  # each channel's rows in a row (a depthwise conv's channel multiplier)
+            elif w.shape[0] != width and w.shape[0] % width == 0:  # copies of the group: score per copy, summed
                 w = w.reshape(w.shape[0] // width, width, -1).transpose(0, 1)
             if w.shape[0] != width:
                 continue
@@ -245,7 +251,11 @@ def _check_fits(model: nn.Module, modules: Mapping[str, nn.Module], plan: Plan) 
 
 
 def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
-    """Resize ``model`` *in place* to ``plan``'s widths and return it. See :func:`apply`."""
+    """Resize ``model`` *in place* to ``plan``'s widths and return it. See :func:`apply`.
+
+    The result is checked (:func:`~redistribute.surgery.verify.verify`) before it is returned: an inconsistent
+    layer, parameter count or output shape raises :class:`~redistribute.errors.RebuildError` naming it.
+    """
     modules = _by_name(model)
     _check_fits(model, modules, plan)
     maps = select_channels(model, plan, importance, modules=modules)
@@ -298,6 +308,7 @@ def apply_(model: nn.Module, plan: Plan, importance: str = "l1") -> nn.Module:
     finally:
         forget_prepared()
     _fix_metadata(model, plan)
+    verify(model, plan, modules)
     return model
 
 
@@ -326,6 +337,7 @@ def apply(
 
     Raises:
         CheckpointError: ``weights`` cannot be read or does not fit ``model`` (the first bad key is named).
+        RebuildError: The rebuilt model fails its check (see :func:`~redistribute.surgery.verify.verify`).
 
     Example:
         >>> import timm, torch
@@ -350,19 +362,21 @@ def apply(
 
 
 def _fix_metadata(model: nn.Module, plan: Plan) -> None:
+    """Set timm's metadata (``num_features``, ``head_hidden_size``, ``feature_info``, the classifier head's
+    ``in_features``/``num_features``/``hidden_size``) to the widths of the layouts the tracer found behind them."""
     widths = plan.widths
 
     def width(layout: Layout) -> int:
         return sum((widths[s.space] if s.space is not None else s.width) * s.repeat for s in layout)
 
-    meta = plan.graph.meta_layouts
-    if "num_features" in meta and hasattr(model, "num_features"):
-        model.num_features = width(meta["num_features"])
-    if "head_hidden_size" in meta and hasattr(model, "head_hidden_size"):
-        model.head_hidden_size = width(meta["head_hidden_size"])
     info = getattr(model, "feature_info", None)
-    if isinstance(info, list):
-        for i, entry in enumerate(info):
-            key = f"feature_info.{i}"
-            if key in meta and isinstance(entry, dict):
-                entry["num_chs"] = width(meta[key])
+    for key, layout in plan.graph.meta_layouts.items():
+        if key.startswith("feature_info."):
+            i = int(key.rpartition(".")[2])
+            if isinstance(info, list) and i < len(info) and isinstance(info[i], dict):
+                info[i]["num_chs"] = width(layout)
+            continue
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        if isinstance(getattr(owner, attr, None), int):
+            setattr(owner, attr, width(layout))

@@ -346,6 +346,18 @@ def _functional_norm(w: Walker, node: fx.Node) -> Dims:
     return x
 
 
+@function_rule(F.prelu, torch.prelu)
+def _functional_prelu(w: Walker, node: fx.Node) -> Dims:
+    """``F.prelu(x, weight)``: a weight of C slopes follows the channels of dim 1; a single slope passes through."""
+    x = w.dims(node.args[0])
+    weight = w.dims(node.args[1]) if len(node.args) > 1 else w.dims(node.kwargs.get("weight"))
+    if not isinstance(x, tuple) or not isinstance(weight, tuple) or len(weight) != 1:
+        return w.unknown(node)
+    if sum(s.size for s in weight[0]) > 1:
+        w.table.unify(weight[0], x[1 if len(x) > 1 else 0], node.name)
+    return x
+
+
 @function_rule(F.linear)
 def _functional_linear(w: Walker, node: fx.Node) -> Dims:
     x = w.dims(node.args[0] if node.args else node.kwargs["input"])

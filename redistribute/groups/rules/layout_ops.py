@@ -55,6 +55,13 @@ def reshape(w: Walker, node: fx.Node, src: Any) -> Any:
         elif len(gb) == 1 and spaced == [0]:
             inner = math.prod(in_shape[i] for i in ga[1:])
             out[gb[0]] = tuple(Segment(s.space, s.width, s.repeat * inner) for s in lays[0])
+        elif len(in_shape) == 2 and ga == [1] and gb[0] == 1 and _one_segment(w, lays[0]):
+            # a vector made a feature map, channel-major (the inverse of a flatten): (N, C*R) -> (N, C, ...), each of
+            # the C channels owning R consecutive features (a generator's Linear -> view(-1, C, 4, 4))
+            per = math.prod(out_shape[j] for j in gb[1:])
+            channels = w.table.fresh(out_shape[1], f"{node.name}.channels")
+            w.table.unify(lays[0], (Segment(channels[0].space, out_shape[1], per),), node.name)
+            out[1] = channels
         else:  # attention heads (see _heads); anything else is fixed there
             trailing = ga[-1] == len(in_shape) - 1 and gb[-1] == len(out_shape) - 1
             mapped = _heads.regroup(w, node, lays, [out_shape[j] for j in gb], trailing)
@@ -62,6 +69,11 @@ def reshape(w: Walker, node: fx.Node, src: Any) -> Any:
                 out[j] = lay
     _heads.check_literal_shape(w, node, out)
     return tuple(out)
+
+
+def _one_segment(w: Walker, layout: Layout) -> bool:
+    resolved = w.table.resolve(layout)
+    return len(resolved) == 1 and resolved[0].space is not None and resolved[0].repeat == 1
 
 
 def index(w: Walker, node: fx.Node, x: tuple[Layout, ...], idx: Any) -> Any:

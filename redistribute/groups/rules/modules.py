@@ -6,9 +6,13 @@ Registered in :data:`redistribute.groups.rules.base.MODULE_RULES` (looked up alo
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import fx, nn
 
 from ..spaces import Segment, const
+from ..uses import LayerUse
 from .base import Dims, ModuleRule, Walker, module_rule, shape_of
 
 __all__ = ["passthrough_module", "pixel_shuffle"]
@@ -22,6 +26,10 @@ def _conv(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     in_l, groups = x[1], mod.groups
     if groups > 1 and groups == mod.in_channels == mod.out_channels:
         out_l, mode = in_l, "depthwise"
+    elif groups > 1 and groups == mod.in_channels and mod.out_channels % groups == 0 and not mod.transposed:
+        # depthwise with a channel multiplier m: input channel c owns outputs c*m ... c*m + m - 1
+        m = mod.out_channels // groups
+        out_l, mode = tuple(Segment(s.space, s.width, s.repeat * m) for s in w.table.resolve(in_l)), "depthwise"
     else:
         out_l = w.table.fresh(mod.out_channels, name)
         mode = "none" if groups == 1 else w.group_policy(name)
@@ -117,6 +125,66 @@ def _across_module(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
         d = -3 if isinstance(mod, nn.Softmax2d) else (1 if dim is None else int(dim))
         w.mark_cross_channel(x[d % len(x)], node)
     return out
+
+
+@module_rule(nn.PReLU)
+def _prelu(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """``PReLU(C)``: one slope per channel of dim 1 (dim 0 of a 1-D input), resized with that group;
+    ``PReLU()``: one slope for all channels, which passes channels through."""
+    x = w.dims(node.args[0])
+    if int(mod.num_parameters) == 1 or not isinstance(x, tuple):  # type: ignore[arg-type]
+        return passthrough_module(w, node, mod)
+    w.use_member(node, "norm", x[1 if len(x) > 1 else 0], dim=1 if len(x) > 1 else 0)
+    return x
+
+
+#: Gates per recurrent cell (``nn.RNNBase.mode``): the input-to-hidden and hidden-to-hidden products of each.
+RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+@module_rule(nn.RNNBase)
+def _rnn(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
+    """``nn.LSTM``/``nn.GRU``/``nn.RNN`` read a group as ``input_size`` (the last dim); hidden sizes stay.
+
+    Multiply-accumulates per time step and batch element, as in the torch docs' equations (``gates`` = 4/3/1 for
+    LSTM/GRU/RNN, ``H`` = hidden size, ``P`` = projection size or ``H``, ``D`` = directions): layer 0 costs
+    ``D * (gates*H*(input + P) + proj)``, each later layer ``D * (gates*H*(D*P + P) + proj)`` with ``proj = H*P`` when
+    ``proj_size`` is set. The input part follows the group's width (a ``linear`` use); the rest is constant.
+    """
+    assert isinstance(mod, nn.RNNBase)
+    name = str(node.target)
+    x = w.dims(node.args[0])
+    val = node.meta.get("val")
+    if len(node.args) + len(node.kwargs) != 1 or not isinstance(x, tuple) or len(x) not in (2, 3):
+        return w.unknown(node, f"recurrent layer '{name}' is called with an initial state or a packed sequence")
+    if not isinstance(val, tuple) or not isinstance(val[0], torch.Tensor):
+        return w.unknown(node)
+    for lay in x[:-1]:
+        if any(s.space is not None for s in lay):
+            w.table.fix(lay, f"recurrent layer '{name}' runs over it as time steps or batch")
+    gates, hidden, dirs = RNN_GATES[mod.mode], mod.hidden_size, 2 if mod.bidirectional else 1
+    out = mod.proj_size or hidden
+    proj = hidden * out if mod.proj_size else 0
+    prev = next((u for u in w.uses if u.module == name and u.kind == "linear"), None)
+    if prev is not None and prev.in_layout is not None:  # called again: the same weights read the same group
+        w.table.unify(prev.in_layout, x[-1], node.name)
+    steps = math.prod(int(s) for s in val[0].shape[:-1])
+    in_shape = tuple(node.args[0].meta["val"].shape)  # type: ignore[union-attr]
+    w.uses.append(
+        LayerUse(name, "linear", node.name, w.order, x[-1], const(dirs * gates * hidden), in_shape=in_shape,
+                 out_shape=tuple(val[0].shape), positions=steps)
+    )  # fmt: skip
+    fixed = dirs * (gates * hidden * out + proj) + (mod.num_layers - 1) * dirs * (
+        gates * hidden * (dirs + 1) * out + proj
+    )
+    w.uses.append(LayerUse(name, "flops", node.name, w.order, const(1), const(fixed), positions=steps))
+    rest = [
+        tuple(const(s) for s in v.shape)
+        if isinstance(v, torch.Tensor)
+        else [tuple(const(s) for s in t.shape) for t in v]
+        for v in val[1:]
+    ]
+    return [(*x[:-1], const(val[0].shape[-1])), *rest]
 
 
 @module_rule(nn.Flatten)
