@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import TraceError, UsageError
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["parse_input_size", "resolve_input_size"]
+__all__ = ["check_one_input", "parse_input_size", "resolve_input_size"]
 
 _logger = logging.getLogger(__name__)
 
@@ -50,3 +51,15 @@ def resolve_input_size(model: nn.Module, input_size: Sequence[Any] | str | None)
         return tuple(int(s) for s in cfg["input_size"])
     _logger.info("no input size given and the model has no pretrained_cfg: using 3x224x224")
     return (3, 224, 224)
+
+
+def check_one_input(model: nn.Module, params: list[inspect.Parameter]) -> None:
+    """Refuse a forward with several required inputs: only the first gets the traced tensor."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    required = [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if len(required) > 1:
+        raise TraceError(
+            f"{type(model).__name__}.forward takes {len(required)} required inputs ({', '.join(required)}); "
+            "redistribute traces a model with one input tensor. Hint: wrap it in a module whose forward takes one "
+            "tensor and builds the others"
+        )

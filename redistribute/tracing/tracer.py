@@ -29,6 +29,7 @@ from .behaviour import lookup
 from .clone import meta_copy
 from .hooked import LeanTracer, all_hooked, base_type, hooked_class, trace_hooked
 from .index import ModuleIndex, index_modules
+from .input_size import check_one_input
 from .known import is_unknown, unknown_wins
 from .macs import CountMacs
 from .scripted import ScriptedStandIn, script_functions
@@ -345,18 +346,6 @@ def _eval(modules: Iterable[nn.Module]) -> None:
             m.train(False)
 
 
-def _check_one_input(model: nn.Module, params: list[inspect.Parameter]) -> None:
-    """Refuse a forward with several required inputs: only the first gets the traced tensor."""
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    required = [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
-    if len(required) > 1:
-        raise TraceError(
-            f"{type(model).__name__}.forward takes {len(required)} required inputs ({', '.join(required)}); "
-            "redistribute traces a model with one input tensor. Hint: wrap it in a module whose forward takes one "
-            "tensor and builds the others"
-        )
-
-
 def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: frozenset[type]) -> TracedModel:
     """Trace ``model`` on the meta device at ``input_shape`` (batch included). The model is not touched."""
     index = index_modules(model)
@@ -380,7 +369,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], leaf_types: froz
         meta.forward_features = _marked_features  # type: ignore[method-assign]  # our own copy only
     sig = inspect.signature(meta.forward)
     params = list(sig.parameters.values())
-    _check_one_input(model, params)
+    check_one_input(model, params)
     concrete = {p.name: p.default for p in params[1:] if p.default is not inspect.Parameter.empty}
     try:
         graph = tracer.trace(meta, concrete_args=concrete or None)
