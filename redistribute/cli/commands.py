@@ -12,55 +12,43 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import click
 import typer
 from rich.table import Table
-from rich.text import Text
-from typer.core import TyperGroup
 
 from ..errors import UsageError
-from .render import err_console, fail, one_line, out_console, print_summary, print_transfer
+from .group import CONTEXT, DefaultGroup
+from .render import err_console, fail, out_console, print_summary, print_transfer
 from .train import train
 
 __all__ = ["app", "main"]
 
-#: typer's (vendored) click errors: bad option values, missing arguments, unknown options.
-_CLICK_ERRORS: tuple[type[Exception], ...] = tuple(
-    {c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"} | {click.ClickException}
-)
-
-
-class _DefaultGroup(TyperGroup):
-    """A group whose first argument, when it is not a subcommand, is the MODEL of the default ``run`` command."""
-
-    default_command = "run"
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
-            args = [self.default_command, *args]
-        return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer passes its own Context
-        """Run the subcommand; a malformed command line (bad option value, missing argument) is one red line."""
-        try:
-            return super().invoke(ctx)
-        except _CLICK_ERRORS as exc:
-            hint = f"Hint: see 'redistribute {ctx.invoked_subcommand or self.default_command} --help'"
-            err_console.print(
-                Text.assemble(("error: ", "red"), f"{one_line(exc.format_message())}. {hint}"), soft_wrap=True
-            )
-            raise typer.Exit(exc.exit_code) from None
-
-
 app = typer.Typer(
-    cls=_DefaultGroup,
+    cls=DefaultGroup,
+    context_settings=CONTEXT,
     add_completion=False,
     no_args_is_help=True,
     help="Redistribute the filters of a model over depth at the same cost. Run `redistribute MODEL --template d`.",
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from ..version import __version__
+
+        out_console.print(f"redistribute {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Redistribute the filters of a model over depth at the same cost. Run `redistribute MODEL --template d`."""
 
 
 # options shared by the main command and `compare`
