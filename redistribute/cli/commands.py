@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from .group import CONTEXT, DefaultGroup
-from .render import err_console, fail, out_console, print_summary, print_transfer
+from .render import err_console, fail, out_console, print_note, print_summary, print_transfer
 from .train import train
 
 __all__ = ["app", "main"]
@@ -180,6 +180,7 @@ def run(
     except Exception as exc:  # mapped to one line and an exit code
         fail(exc, debug)
         return
+    print_note(summary)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

@@ -11,7 +11,16 @@ from rich.text import Text
 
 from ..errors import RedistributeError
 
-__all__ = ["err_console", "fail", "one_line", "out_console", "print_summary", "print_transfer", "train_progress"]
+__all__ = [
+    "err_console",
+    "fail",
+    "one_line",
+    "out_console",
+    "print_note",
+    "print_summary",
+    "print_transfer",
+    "train_progress",
+]
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -63,6 +72,25 @@ def print_summary(out: Console, summary: dict[str, Any]) -> None:
     for metric, v in summary["totals"].items():
         tot.add_row(metric, _fmt(v["base"], metric), _fmt(v["new"], metric), f"{v['ratio']:.3f}x")
     out.print(tot)
+    held = summary.get("held_groups") or []
+    if held:
+        table = Table(title="fixed groups a template would have changed (see `inspect` for every group)",
+                      title_justify="left")  # fmt: skip
+        for col in ("group", "kind", "width", "producers", "fixed because"):
+            table.add_column(col, no_wrap=True)
+        for h in held:
+            table.add_row(f"g{h['id']}", h["kind"], str(h["width"]), _producers(h["producers"], 2), h["reason"])
+        out.print(table)
+
+
+def print_note(summary: dict[str, Any]) -> None:
+    """The reason nothing changed, when nothing did, as one yellow ``note:`` line on stderr."""
+    if summary.get("note"):
+        err_console.print(Text.assemble(("note: ", "yellow"), summary["note"]), highlight=False, soft_wrap=True)
+
+
+def _producers(names: list[str], shown: int) -> str:
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown})" if len(names) > shown else "")
 
 
 def print_transfer(out: Console, rows: list[dict[str, Any]]) -> None:

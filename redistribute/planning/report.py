@@ -9,7 +9,10 @@ from ..groups.graph import ChannelGraph
 from .cost import METRICS
 from .planner import Plan
 
-__all__ = ["group_rows", "plan_summary", "stage_rows", "totals"]
+__all__ = ["group_rows", "held_groups", "no_change_reason", "plan_summary", "stage_rows", "totals"]
+
+#: Fixed reasons every model has: its input and output widths are never a template's to change.
+_BOUNDARY = ("model input", "model output")
 
 
 def _stage_name(stage: tuple[int, ...]) -> str:
@@ -44,6 +47,48 @@ def totals(plan: Plan) -> dict[str, dict[str, float]]:
     return out
 
 
+def held_groups(plan: Plan) -> list[dict[str, Any]]:
+    """Groups a template would have changed but that are fixed, with the reason (an unsupported op, a reshape...).
+
+    The model's input and output are left out: no template changes them. Linear-produced groups count only under
+    ``scope="all"``.
+    """
+    kinds = ("conv",) if plan.scope == "conv" else ("conv", "linear")
+    return [
+        {"id": g.id, "kind": g.kind, "width": g.width, "producers": list(g.producers), "reason": g.fixed}
+        for g in plan.graph.groups
+        if g.fixed is not None and g.fixed not in _BOUNDARY and g.kind in kinds
+    ]
+
+
+def no_change_reason(plan: Plan) -> str | None:
+    """Why no width changed, with the fix, or ``None`` when some did (or the template is ``base``).
+
+    Example: a ViT under ``scope="conv"`` has one free group (the patch embedding and the residual stream), so a
+    template has nothing to shape: the reason says so and suggests ``--scope all``.
+    """
+    if plan.changed() or plan.template == "base":
+        return None
+    free = len(plan.distribution.free)
+    linear = sum(1 for g in plan.graph.groups if g.fixed is None and g.tie is None and g.kind == "linear")
+    held = held_groups(plan)
+    if plan.scope == "conv" and linear:
+        return (
+            f"nothing changed: {free} group{'s' if free != 1 else ''} in scope 'conv', too few for a shape over depth, "
+            f"and {linear} linear-produced groups are out of scope. Hint: rerun with --scope all"
+        )
+    if held:
+        reasons = sorted({h["reason"] for h in held})
+        return (
+            f"nothing changed: {len(held)} groups are fixed ({'; '.join(reasons[:2])}"
+            f"{'; ...' if len(reasons) > 2 else ''}) and {free} are free. Hint: see the fixed groups listed above"
+        )
+    return (
+        f"nothing changed: the matched widths of the {free} free groups round back to the base. "
+        "Hint: try another template, a smaller --divisor or --scope all"
+    )
+
+
 def plan_summary(plan: Plan) -> dict[str, Any]:
     """Everything the CLI prints, as one JSON-ready dict."""
     return {
@@ -57,6 +102,10 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "tolerance": plan.tolerance,
         "target": plan.target,
         "achieved": plan.achieved,
+        "changed_groups": len(plan.changed()),
+        "free_groups": len(plan.distribution.free),
+        "held_groups": held_groups(plan),
+        "note": no_change_reason(plan),
         "totals": totals(plan),
         "stages": stage_rows(plan),
         "groups": [
