@@ -11,13 +11,14 @@ import json
 import logging
 import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..errors import UsageError
+from .checks import check_calibrate, check_device, check_match, check_weights, input_size_hint, removed_if_failed
 from .group import CONTEXT, DefaultGroup
 from .render import err_console, fail, out_console, print_note, print_summary, print_transfer
 from .train import train
@@ -111,72 +112,77 @@ def run(
 ) -> None:
     """Redistribute MODEL's filters following a template at the base model's cost."""
     try:
-        from ..io import prepare_out_dir
-        from ..planning.planner import check_options
-        from ..planning.planner import plan as make_plan
-        from ..planning.report import plan_summary
-        from ..source import load_model
-        from ..spec import save_result, spec_from_plan
-        from ..surgery.rebuild import apply
+        with ExitStack() as stack:
+            from ..io import prepare_out_dir
+            from ..planning.planner import check_options
+            from ..planning.planner import plan as make_plan
+            from ..planning.report import plan_summary
+            from ..source import load_model
+            from ..spec import save_result, spec_from_plan
+            from ..surgery.rebuild import apply
 
-        check_options(
-            template=template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, importance=importance
-        )  # before any work
-        if calibrate_batches < 0:
-            raise UsageError(
-                f"--calibrate-batches {calibrate_batches} is negative. Hint: pass 0 (off) or a positive count"
-            )
-        size = _parse_size(input_size)
-        outputs = ("spec.json", "weights.safetensors", "config.json", "model.safetensors")
-        out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
-        err_console.print(f"building {model}", style="dim", markup=False)
-        base = load_model(model, pretrained=pretrained)
-        if checkpoint is not None:
-            from ..surgery.checkpoint import load_checkpoint
+            match = check_match(match)
+            check_options(
+                template=template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, importance=importance
+            )  # before any work
+            size = _parse_size(input_size)
+            check_calibrate(calibrate, calibrate_batches, out)
+            check_device(device)
+            check_weights(pretrained, checkpoint, model)
+            outputs = ("spec.json", "weights.safetensors", "config.json", "model.safetensors")
+            stack.enter_context(removed_if_failed(out))
+            out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
+            err_console.print(f"building {model}", style="dim", markup=False)
+            base = load_model(model, pretrained=pretrained)
+            if checkpoint is not None:
+                from ..surgery.checkpoint import load_checkpoint
 
-            load_checkpoint(base, checkpoint)  # our own fresh model: loading in place is fine
-        err_console.print("tracing and matching", style="dim")
-        lm = None
-        if match == "latency":
-            from ..study.latency import match_latency
+                load_checkpoint(base, checkpoint)  # our own fresh model: loading in place is fine
+            stack.enter_context(input_size_hint(base, size))
+            err_console.print("tracing and matching", style="dim")
+            lm = None
+            if match == "latency":
+                from ..study.latency import match_latency
 
-            lm = match_latency(base, template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size, source=model,
-                               device=device, batch_size=batch_size, threads=threads, progress=lambda msg: err_console.print(msg, style="dim"))  # fmt: skip
-            p = lm.plan
-        else:
-            p = make_plan(
-                base,
-                template,
-                match,
-                tolerance=tolerance,
-                divisor=divisor,
-                ratio=ratio,
-                scope=scope,
-                input_size=size,
-                source=model,
-            )
-        summary = plan_summary(p)
-        if pretrained or checkpoint is not None:
-            from ..surgery.transfer import transfer_report
+                lm = match_latency(base, template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size, source=model,
+                                   device=device, batch_size=batch_size, threads=threads, progress=lambda msg: err_console.print(msg, style="dim"))  # fmt: skip
+                p = lm.plan
+            else:
+                p = make_plan(
+                    base,
+                    template,
+                    match,
+                    tolerance=tolerance,
+                    divisor=divisor,
+                    ratio=ratio,
+                    scope=scope,
+                    input_size=size,
+                    source=model,
+                )
+            summary = plan_summary(p)
+            if pretrained or checkpoint is not None:
+                from ..surgery.transfer import transfer_report
 
-            summary["transfer"] = [r.to_dict() for r in transfer_report(base, p, importance)]
-        if lm is not None:
-            summary["achieved"], summary["latency"] = lm.timing.median_ms, lm.summary()
-        if out_dir is not None:
-            err_console.print(f"rebuilding and writing {out_dir}", style="dim", markup=False)
-            new = lm.model if lm is not None else apply(base, p, importance=importance)
-            if calibrate is not None or calibrate_batches > 0:
-                from ..surgery.calibrate import recalibrate
+                summary["transfer"] = [r.to_dict() for r in transfer_report(base, p, importance)]
+            if lm is not None:
+                summary["achieved"], summary["latency"] = lm.timing.median_ms, lm.summary()
+            if out_dir is not None:
+                err_console.print(f"rebuilding and writing {out_dir}", style="dim", markup=False)
+                new = lm.model if lm is not None else apply(base, p, importance=importance)
+                if calibrate is not None or calibrate_batches > 0:
+                    from ..surgery.calibrate import recalibrate
 
-                what = str(calibrate) if calibrate is not None else f"{calibrate_batches} batches of random inputs"
-                err_console.print(f"re-estimating BatchNorm statistics from {what}", style="dim", markup=False)
-                summary["calibrated_batches"] = recalibrate(new, p.graph.input_shape[1:], calibrate, calibrate_batches)
-            from ..timm import save_timm_files
+                    what = str(calibrate) if calibrate is not None else f"{calibrate_batches} batches of random inputs"
+                    err_console.print(f"re-estimating BatchNorm statistics from {what}", style="dim", markup=False)
+                    summary["calibrated_batches"] = recalibrate(
+                        new, p.graph.input_shape[1:], calibrate, calibrate_batches
+                    )
+                from ..timm import save_timm_files
 
-            spec = spec_from_plan(p, source=model)
-            save_result(out_dir, spec, new)  # both files, or neither, replace the old pair
-            save_timm_files(out_dir, spec, new)  # timm's config.json + model.safetensors, for local-dir:
-            summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
+                spec = spec_from_plan(p, source=model)
+                save_result(out_dir, spec, new)  # both files, or neither, replace the old pair
+                save_timm_files(out_dir, spec, new)  # timm's config.json + model.safetensors, for local-dir:
+                summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
     except Exception as exc:  # mapped to one line and an exit code
         fail(exc, debug)
         return
@@ -232,7 +238,10 @@ def inspect(
         from ..planning.report import group_rows
         from ..source import load_model
 
-        graph = trace(load_model(model), _parse_size(input_size))
+        size = _parse_size(input_size)
+        base = load_model(model)
+        with input_size_hint(base, size):
+            graph = trace(base, size)
         positions = distribution(graph, scope).position if graph.free_groups(scope) else {}
         rows = group_rows(graph, positions)
     except Exception as exc:  # mapped to one line and an exit code
@@ -294,9 +303,12 @@ def compare(
         from ..study.comparison import compare as run_compare
         from .compare import comparison_table, flops_check_table, print_wide, progress_bar, write_text
 
+        match = check_match(match)
+        check_device(device)
         names = [t.strip() for t in templates.split(",") if t.strip()]
         size = _parse_size(input_size)
-        with progress_bar(err_console, model) as bar:
+        file_source = None if model.partition(":")[0] in ("timm", "torchvision") else model
+        with progress_bar(err_console, model) as bar, input_size_hint(file_source, size):
             result = run_compare(model, names, match, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size,
                                  device=device, batch_size=batch_size, measure=measure, check_flops=check_flops, min_time=min_time,
                                  threads=threads, progress=bar)  # fmt: skip

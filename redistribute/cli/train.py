@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from .checks import check_device, check_weights
 from .render import err_console, fail, out_console, train_progress
 
 __all__ = ["train"]
@@ -67,6 +68,10 @@ def train(
         from ..training.loop import TrainConfig
         from ..training.loop import train as run_train
 
+        check_device(device)
+        if teacher is not None:  # a zoo teacher without a checkpoint gets its pretrained weights: reachable?
+            zoo = teacher.partition(":")[0] in ("timm", "torchvision")
+            check_weights(zoo and teacher_checkpoint is None, teacher_checkpoint, teacher, "--teacher-checkpoint")
         if device is None:
             import torch
 
