@@ -13,7 +13,15 @@ from pathlib import Path
 
 from ..errors import CheckpointError, UsageError
 
-__all__ = ["check_calibrate", "check_device", "check_match", "check_weights", "input_size_hint", "removed_if_failed"]
+__all__ = [
+    "check_calibrate",
+    "check_device",
+    "check_match",
+    "check_weights",
+    "input_size_hint",
+    "removed_if_failed",
+    "template_list",
+]
 
 #: Image suffixes timm's folder reader takes.
 IMAGES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -53,14 +61,42 @@ def check_calibrate(folder: Path | None, batches: int, out: Path | None) -> None
         raise UsageError(f"--calibrate folder {str(folder)!r} holds no images. Hint: put .jpg/.png files in it")
 
 
-def check_match(match: str) -> str:
-    """``--match`` lower-cased and checked against every metric, ``latency`` included."""
+def check_match(match: str, command: str = "") -> str:
+    """``--match`` lower-cased and checked against every metric, ``latency`` included (``none`` except for
+    ``compare``, whose ``command`` is named in the message)."""
     from ..planning.cost import METRICS
 
-    valid = (*METRICS, "latency", "none")
+    valid = (*METRICS, "latency") if command == "compare" else (*METRICS, "latency", "none")
     if match.lower() not in valid:
-        raise UsageError(f"--match {match!r} is unknown; choose one of {', '.join(valid)}")
+        where = f" for {command}" if command else ""
+        raise UsageError(f"--match {match!r} is unknown{where}; choose one of {', '.join(valid)}")
     return match.lower()
+
+
+def template_list(values: list[str]) -> list[str]:
+    """``--templates`` values as template names: each value is split at ``;`` and ``,``, and consecutive
+    ``position:value`` items are one control-point template (``a,0:1,0.5:4,1:1`` is ``a`` and ``0:1,0.5:4,1:1``).
+
+    Example:
+        >>> template_list(["a,0:1,0.5:4,1:1", "d;0:2,1:1"])
+        ['a', '0:1,0.5:4,1:1', 'd', '0:2,1:1']
+    """
+    names: list[str] = []
+    for value in values:
+        for part in value.split(";"):
+            points: list[str] = []
+            for item in (i.strip() for i in part.split(",")):
+                if ":" in item:
+                    points.append(item)
+                    continue
+                if points:
+                    names.append(",".join(points))
+                    points = []
+                if item:
+                    names.append(item)
+            if points:
+                names.append(",".join(points))
+    return names
 
 
 def check_device(device: str | None) -> None:

@@ -16,11 +16,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from .checks import check_calibrate, check_device, check_match, check_weights, input_size_hint, removed_if_failed
+from .checks import (
+    check_calibrate,
+    check_device,
+    check_match,
+    check_weights,
+    input_size_hint,
+    removed_if_failed,
+    template_list,
+)
 from .group import CONTEXT, DefaultGroup
-from .render import err_console, fail, out_console, print_note, print_summary, print_transfer
+from .render import (
+    err_console,
+    fail,
+    new_table,
+    out_console,
+    print_groups,
+    print_note,
+    print_summary,
+    print_transfer,
+    show,
+)
 from .train import train
 
 __all__ = ["app", "main"]
@@ -101,6 +118,9 @@ def run(
         typer.Option("--calibrate-batches", help="batches for BN re-estimation (without --calibrate: random inputs)"),
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
+    groups: Annotated[
+        bool, typer.Option("--groups", help="also list every group: base and new width, stage, position, why fixed")
+    ] = False,
     device: Annotated[str, typer.Option(help="where --match latency times the models: cpu or cuda")] = "cpu",
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="images per timed forward pass (--match latency)")
@@ -116,12 +136,13 @@ def run(
             from ..io import prepare_out_dir
             from ..planning.planner import check_options
             from ..planning.planner import plan as make_plan
-            from ..planning.report import plan_summary
+            from ..planning.report import plan_group_rows, plan_summary
             from ..source import load_model
             from ..spec import save_result, spec_from_plan
             from ..surgery.rebuild import apply
 
             match = check_match(match)
+            scope, importance, device = scope.lower(), importance.lower(), device.lower()  # options ignore case
             check_options(
                 template=template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, importance=importance
             )  # before any work
@@ -160,6 +181,8 @@ def run(
                     source=model,
                 )
             summary = plan_summary(p)
+            if groups:
+                summary["group_rows"] = plan_group_rows(p)
             if pretrained or checkpoint is not None:
                 from ..surgery.transfer import transfer_report
 
@@ -191,6 +214,8 @@ def run(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         print_summary(out_console, summary)
+        if groups:
+            print_groups(out_console, f"{model}: every group", summary["group_rows"])
         if "transfer" in summary:
             print_transfer(out_console, summary["transfer"])
         if lm is not None:
@@ -199,7 +224,8 @@ def run(
             out_console.print(f"wrote {', '.join(outputs)} to {out_dir}", markup=False)
 
 
-_SAMPLES_KEY = "T(p) at p=0,.25,.5,.75,1 (r=8)"
+#: Where ``templates`` samples each template, and at which range ``r``.
+_POSITIONS, _R = (0.0, 0.25, 0.5, 0.75, 1.0), 8.0
 
 
 @app.command("templates")
@@ -209,18 +235,19 @@ def templates(as_json: Annotated[bool, typer.Option("--json", help="print JSON")
 
     rows = []
     for t in list_templates():
-        samples = [] if t.is_base else [round(t(p, 8.0), 3) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]
-        rows.append({"name": t.name, "alias": t.alias, "shape": t.description, _SAMPLES_KEY: samples})
+        samples = [] if t.is_base else [round(t(p, _R), 3) for p in _POSITIONS]
+        rows.append({"name": t.name, "alias": t.alias, "shape": t.description, "positions": list(_POSITIONS),
+                     "r": _R, "samples": samples})  # fmt: skip
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table(title="templates (T(p), values in [1/r, 1])", title_justify="left")
+    table = new_table("templates (T(p), values in [1/r, 1])")
     for col in ("name", "alias", "shape", "p=0 .25 .5 .75 1 (r=8)"):
         table.add_column(col)
     for r in rows:
-        samples = r[_SAMPLES_KEY]
+        samples = r["samples"]
         table.add_row(r["name"], r["alias"], r["shape"], " ".join(f"{v:.2f}" for v in samples) or "base trend")
-    out_console.print(table)
+    show(out_console, table)
 
 
 @app.command("inspect")
@@ -251,24 +278,20 @@ def inspect(
         sys.stdout.write(json.dumps({"groups": rows, "opaque": graph.opaque}, indent=2) + "\n")
         return
     free = sum(1 for r in rows if r["fixed"] is None)
-    table = Table(title=f"{model}: {len(rows)} groups, {free} free, {len(rows) - free} fixed", title_justify="left")
-    for col in ("id", "width", "kind", "stage", "pos", "producers", "constraints / fixed"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        prods = r["producers"]
-        shown = ", ".join(prods[:3]) + (f" (+{len(prods) - 3})" if len(prods) > 3 else "")
-        pos = "" if r["position"] is None else f"{r['position']:.2f}"
-        note = f"[yellow]fixed: {r['fixed']}[/yellow]" if r["fixed"] else r["constraints"]
-        table.add_row(str(r["id"]), str(r["width"]), r["kind"], r["stage"], pos, shown, note)
-    out_console.print(table)
+    print_groups(out_console, f"{model}: {len(rows)} groups, {free} free, {len(rows) - free} fixed", rows)
 
 
 @app.command("compare")
 def compare(
     model: Annotated[str, typer.Argument(help="timm:NAME, torchvision:NAME or path/to/file.py:factory")],
     templates: Annotated[
-        str, typer.Option("--templates", help="comma-separated templates; base is always included")
-    ] = "base,a,b,c,d,e",
+        list[str] | None,
+        typer.Option(
+            "--templates",
+            help="templates, comma-separated or repeated; control points like '0:1,0.5:4,1:1' allowed (separate two "
+            "with ';'); base is always included  [default: base,a,b,c,d,e]",
+        ),
+    ] = None,
     match: Annotated[
         str, typer.Option(help="metric held equal: flops, params, memory (analytic) or latency (measured)")
     ] = "flops",
@@ -301,11 +324,11 @@ def compare(
     """Compare every template at matched cost: FLOPs, params, memory, peak memory, latency and throughput."""
     try:
         from ..study.comparison import compare as run_compare
-        from .compare import comparison_table, flops_check_table, print_wide, progress_bar, write_text
+        from .compare import comparison_table, flops_check_table, progress_bar, write_text
 
-        match = check_match(match)
+        match, scope, device = check_match(match, "compare"), scope.lower(), device.lower()  # options ignore case
         check_device(device)
-        names = [t.strip() for t in templates.split(",") if t.strip()]
+        names = template_list(templates or ["base,a,b,c,d,e"])
         size = _parse_size(input_size)
         file_source = None if model.partition(":")[0] in ("timm", "torchvision") else model
         with progress_bar(err_console, model) as bar, input_size_hint(file_source, size):
@@ -324,10 +347,10 @@ def compare(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
-    print_wide(out_console, comparison_table(result))
+    show(out_console, comparison_table(result))
     check = flops_check_table(result)
     if check is not None:
-        print_wide(out_console, check)
+        show(out_console, check)
     for path, what in ((csv_path, "CSV"), (plot, "plot")):
         if path is not None:
             err_console.print(f"wrote {what} to {path}", style="dim")

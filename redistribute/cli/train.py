@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .checks import check_device, check_weights
-from .render import err_console, fail, out_console, train_progress
+from .render import err_console, fail, new_table, out_console, show, train_progress
 
 __all__ = ["train"]
 
@@ -101,14 +100,14 @@ def train(
     if as_json:
         sys.stdout.write(json.dumps({"output": str(result.output), "epochs": rows}, indent=2) + "\n")
         return
-    table = Table(title=f"trained {spec} ({result.world_size} process(es))", title_justify="left")
+    table = new_table(f"trained {spec} ({result.world_size} process(es))")
     for col in ("epoch", "train loss", "val loss", "val top-1", "val top-5", "lr", "images/s"):
         table.add_column(col, justify="right")
     fmt = lambda v, spec="{:.4f}": "" if v is None else spec.format(v)  # noqa: E731
     for r in rows:
         table.add_row(str(r["epoch"]), fmt(r["train_loss"]), fmt(r["val_loss"]), fmt(r["val_top1"], "{:.2f}"), fmt(r["val_top5"], "{:.2f}"),
                       fmt(r["lr"], "{:.3g}"), fmt(r["images_per_s"], "{:.1f}"))  # fmt: skip
-    out_console.print(table)
+    show(out_console, table)
     out_console.print(
         f"wrote {result.metrics_csv}, {result.checkpoint} and the trained model in {result.output}", highlight=False
     )

@@ -49,8 +49,6 @@ MATCHES = (*METRICS, "latency")
 Progress = Callable[[str, int, int], None]
 """``progress(message, done, total)``: called before each step (planning, building, timing, counting)."""
 
-_MB = 2.0**20
-
 COLUMNS = (
     "template",
     "k",
@@ -58,9 +56,9 @@ COLUMNS = (
     "flops_ratio",
     "params",
     "params_ratio",
-    "memory_mb",
+    "memory",
     "memory_ratio",
-    "peak_memory_mb",
+    "peak_memory",
     "peak_memory_ratio",
     "latency_ms",
     "latency_iqr_ms",
@@ -150,24 +148,26 @@ class Comparison:
     def records(self) -> list[dict[str, Any]]:
         """One flat JSON-ready dict per row (keys :data:`COLUMNS`, then the counter columns when checked).
 
-        ``flops`` and ``params`` are counts, ``*_mb`` are MB of 2**20 bytes, ``throughput`` is images/s, and every
+        ``flops`` and ``params`` are counts and ``memory``/``peak_memory`` bytes (integers), ``latency_ms`` and
+        ``latency_iqr_ms`` milliseconds, ``throughput`` images/s, and every
         ``*_ratio`` is the value over base's. Unmeasured values are ``None``.
         """
         b = self.base
         out = []
         for r in self.rows:
             rec: dict[str, Any] = {"template": r.template, "k": r.k}
+            peak, base_peak = _int(r.peak_memory), _int(b.peak_memory)
             for name, value, ref in (
-                ("flops", r.flops, b.flops),
-                ("params", r.params, b.params),
-                ("memory_mb", r.memory / _MB, b.memory / _MB),
-                ("peak_memory_mb", _div(r.peak_memory, _MB), _div(b.peak_memory, _MB)),
+                ("flops", _int(r.flops), _int(b.flops)),
+                ("params", _int(r.params), _int(b.params)),
+                ("memory", _int(r.memory), _int(b.memory)),
+                ("peak_memory", peak, base_peak),
                 ("latency_ms", r.latency_ms, b.latency_ms),
             ):
                 rec[name] = value
                 if name == "latency_ms":
                     rec["latency_iqr_ms"] = r.latency_iqr_ms
-                rec[name.removesuffix("_mb").removesuffix("_ms") + "_ratio"] = _ratio(value, ref)
+                rec[name.removesuffix("_ms") + "_ratio"] = _ratio(value, ref)
             rec["throughput"] = r.throughput
             rec["throughput_ratio"] = _ratio(r.throughput, b.throughput)
             if r.counts is not None:
@@ -205,8 +205,8 @@ class Comparison:
         return buf.getvalue()
 
 
-def _div(x: float | None, d: float) -> float | None:
-    return None if x is None else x / d
+def _int(x: float | None) -> int | None:
+    return None if x is None else round(x)
 
 
 def _ratio(x: float | None, ref: float | None) -> float | None:
