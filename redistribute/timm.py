@@ -37,7 +37,8 @@ from .source import load_model
 from .spec import load as _load_spec
 from .spec import read_spec, validate_spec
 
-__all__ = ["ARCHITECTURE", "redistributed", "register", "save_timm_files", "timm_config", "write_timm_files"]
+__all__ = ["ARCHITECTURE", "redistributed", "register", "save_timm_files", "spec_num_classes", "timm_config",
+           "write_timm_files"]  # fmt: skip
 
 ARCHITECTURE = "redistributed"
 """The timm name of the generic entrypoint (and the ``architecture`` written to ``config.json``)."""
@@ -247,6 +248,15 @@ def register(spec: str | os.PathLike[str], name: str | None = None) -> str:
     return name
 
 
+def spec_num_classes(spec: Mapping[str, Any]) -> int | None:
+    """The class count of the model ``spec`` describes (its base's), or ``None`` when it has no classifier.
+
+    A timm base answers from its ``pretrained_cfg`` without building anything; other bases are built once.
+    """
+    classes = _pretrained_cfg(spec)["num_classes"]
+    return None if classes < 0 else int(classes)
+
+
 def timm_config(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     """The timm ``config.json`` content for ``model`` built from ``spec`` (the spec is embedded in ``model_args``)."""
     validate_spec(spec)
@@ -275,7 +285,12 @@ def write_timm_files(
         write_weights(model, weights_path)
 
 
-def save_timm_files(out_dir: str | os.PathLike[str], spec: Mapping[str, Any], model: nn.Module) -> tuple[Path, Path]:
+def save_timm_files(
+    out_dir: str | os.PathLike[str],
+    spec: Mapping[str, Any],
+    model: nn.Module,
+    same_weights: str | os.PathLike[str] | None = None,
+) -> tuple[Path, Path]:
     """Write timm's ``config.json`` and ``model.safetensors`` for ``model`` into ``out_dir``, as one atomic step.
 
     The folder then loads with ``timm.create_model("local-dir:OUT_DIR", pretrained=True)`` once this module is
@@ -286,6 +301,9 @@ def save_timm_files(out_dir: str | os.PathLike[str], spec: Mapping[str, Any], mo
         out_dir: An existing folder (the ``--out`` folder).
         spec: The spec ``model`` was built from (:func:`redistribute.spec_from_plan`); it is embedded in the config.
         model: The redistributed model whose weights to save (contiguous tensors, e.g. on the CPU).
+        same_weights: A safetensors file already holding exactly ``model``'s weights (the ``weights.safetensors``
+            :func:`~redistribute.spec.save_result` wrote): ``model.safetensors`` becomes a hard link to it, one file
+            on disk under two names (a copy where the file system has no hard links).
 
     Returns:
         The paths of ``config.json`` and ``model.safetensors``.
@@ -302,5 +320,20 @@ def save_timm_files(out_dir: str | os.PathLike[str], spec: Mapping[str, Any], mo
     out = Path(out_dir)
     paths = (out / "config.json", out / "model.safetensors")
     with atomic_paths(paths) as (config_tmp, weights_tmp):
-        write_timm_files(config_tmp, weights_tmp, spec, model)
+        if same_weights is None:
+            write_timm_files(config_tmp, weights_tmp, spec, model)
+        else:
+            config_tmp.write_text(json.dumps(timm_config(spec, model), indent=2, sort_keys=True) + "\n", "utf-8")
+            _link_or_copy(Path(same_weights), weights_tmp)
     return paths
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` (an empty temporary file) the same file as ``source``: a hard link, else a copy."""
+    import shutil
+
+    target.unlink()
+    try:
+        os.link(source, target)
+    except OSError:  # no hard links here (another device, FAT, some network file systems)
+        shutil.copyfile(source, target)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from .checks import (
     check_calibrate,
@@ -151,6 +152,7 @@ def run(
             check_device(device)
             check_weights(pretrained, checkpoint, model)
             outputs = ("spec.json", "weights.safetensors", "config.json", "model.safetensors")
+            weights_origin = "pretrained" if pretrained else "checkpoint" if checkpoint is not None else "initialised"
             stack.enter_context(removed_if_failed(out))
             out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
             err_console.print(f"building {model}", style="dim", markup=False)
@@ -204,8 +206,9 @@ def run(
 
                 spec = spec_from_plan(p, source=model)
                 save_result(out_dir, spec, new)  # both files, or neither, replace the old pair
-                save_timm_files(out_dir, spec, new)  # timm's config.json + model.safetensors, for local-dir:
+                save_timm_files(out_dir, spec, new, same_weights=out_dir / "weights.safetensors")  # for local-dir:
                 summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
+                summary["weights"] = weights_origin
     except Exception as exc:  # mapped to one line and an exit code
         fail(exc, debug)
         return
@@ -221,7 +224,13 @@ def run(
         if lm is not None:
             out_console.print(lm.describe(), highlight=False)
         if out_dir is not None:
-            out_console.print(f"wrote {', '.join(outputs)} to {out_dir}", markup=False)
+            out_console.print(f"wrote {', '.join(outputs)} to {out_dir}", markup=False, soft_wrap=True)
+    if out_dir is not None and weights_origin == "initialised":
+        err_console.print(
+            Text.assemble(("note: ", "yellow"), f"the weights in {out_dir} are freshly initialised (no --pretrained or "
+                          "--checkpoint): train them, or pass --pretrained or --checkpoint PATH to carry weights over"),
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 #: Where ``templates`` samples each template, and at which range ``r``.

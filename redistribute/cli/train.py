@@ -8,11 +8,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from .checks import check_device, check_weights
 from .render import err_console, fail, new_table, out_console, show, train_progress
 
-__all__ = ["train"]
+__all__ = ["classifier_note", "train"]
+
+
+def classifier_note(spec: Path, data_dir: Path) -> None:
+    """Say, before training, when the data's class count differs from the spec's, so the classifier is replaced."""
+    from ..spec import read_spec
+    from ..timm import spec_num_classes
+    from ..training.data import splits
+
+    train_dir, _ = splits(data_dir)  # a data folder laid out wrong fails here, before any model is built
+    data_classes = sum(1 for p in train_dir.iterdir() if p.is_dir())
+    spec_classes = spec_num_classes(read_spec(spec))
+    if spec_classes is not None and data_classes and spec_classes != data_classes:
+        err_console.print(
+            Text.assemble(("note: ", "yellow"), f"replacing the classifier: the model in {spec} predicts {spec_classes} "
+                          f"classes and {data_dir} has {data_classes}; the new {data_classes}-class head starts fresh"),
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 def train(
@@ -81,6 +99,7 @@ def train(
                              ema=ema, ema_decay=ema_decay, sync_bn=sync_bn, teacher=teacher,
                              teacher_checkpoint=None if teacher_checkpoint is None else str(teacher_checkpoint),
                              kd_temperature=kd_temperature, kd_weight=kd_weight)  # fmt: skip
+        classifier_note(spec, data_dir)
         bars, update = train_progress(err_console)
         try:
             result = run_train(
