@@ -15,9 +15,21 @@ spec embedded in its ``model_args``, and ``model.safetensors``) loads through ti
     python train.py DATA --device-modules redistribute.timm --model local-dir:out --pretrained --num-classes 10
 
 :func:`register` gives a saved redistribution its own timm name.
+
+timm's ``validate.py``, ``benchmark.py`` and ``inference.py`` have no ``--device-modules`` flag: run them (and
+``train.py``) unchanged through this module, which registers the plugin first::
+
+    python -m redistribute.timm validate.py DATA --model local-dir:out --pretrained
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # python -m redistribute.timm SCRIPT.py ...: import the real module (registering the
+    import sys  # plugin once, under its own name) and run the script; this copy of the module stops here
+
+    from redistribute.timm import run_script
+
+    sys.exit(run_script(sys.argv[1:]))
 
 import json
 import os
@@ -37,8 +49,8 @@ from .source import load_model
 from .spec import load as _load_spec
 from .spec import read_spec, validate_spec
 
-__all__ = ["ARCHITECTURE", "redistributed", "register", "save_timm_files", "spec_num_classes", "timm_config",
-           "write_timm_files"]  # fmt: skip
+__all__ = ["ARCHITECTURE", "redistributed", "register", "run_script", "save_timm_files", "spec_num_classes",
+           "timm_config", "write_timm_files"]  # fmt: skip
 
 ARCHITECTURE = "redistributed"
 """The timm name of the generic entrypoint (and the ``architecture`` written to ``config.json``)."""
@@ -337,3 +349,36 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:  # no hard links here (another device, FAT, some network file systems)
         shutil.copyfile(source, target)
+
+
+def run_script(argv: list[str]) -> int:
+    """Run a Python script (timm's ``train.py``, ``validate.py``, ...) as ``__main__`` with this plugin registered.
+
+    ``argv`` is the script's path and its arguments, as they follow ``python -m redistribute.timm``; the script sees
+    them as ``sys.argv`` and its own folder first on ``sys.path``, as under ``python SCRIPT.py``.
+
+    Returns:
+        The exit status: 0, the script's own ``sys.exit`` code, or 2 when no script is given or it does not exist.
+    """
+    import runpy
+    import sys
+
+    if not argv or not argv[0].endswith(".py"):
+        print("usage: python -m redistribute.timm SCRIPT.py [ARGS...] (e.g. timm's validate.py)", file=sys.stderr)
+        return 2
+    script = Path(argv[0])
+    if not script.is_file():
+        print(f"error: script {argv[0]!r} does not exist. Hint: give the path of timm's train.py, validate.py, "
+              "benchmark.py or inference.py", file=sys.stderr)  # fmt: skip
+        return 2
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv, sys.path[0:0] = [str(script), *argv[1:]], [str(script.resolve().parent)]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:  # the script's sys.exit(code); a message is printed as Python would
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0
