@@ -35,11 +35,13 @@ def _mb(size: int | None) -> float | None:
     return None if size is None else size / 2**20
 
 
-def _cell(value: float | None, ratio: float | None, fmt: str, unit: str) -> str:
+def _cell(value: float | None, ratio: float | None, fmt: str, unit: str, spread: float | None = None,
+          noisy: bool = False) -> str:  # fmt: skip
+    """``value ±spread (ratio x)``; a ratio within the timing noise is marked ``~``."""
     if value is None:
         return "-"
-    text = f"{value:{fmt}}{unit}"
-    return text if ratio is None else f"{text} ({ratio:.3f}x)"
+    text = f"{value:{fmt}}{unit}" + ("" if spread is None else f" ±{spread:{fmt}}")
+    return text if ratio is None else f"{text} ({ratio:.3f}x{'~' if noisy else ''})"
 
 
 def comparison_table(comparison: Comparison) -> Table:
@@ -58,8 +60,10 @@ def comparison_table(comparison: Comparison) -> Table:
     table = new_table(
         f"{comparison.source or comparison.model_class} · matched {comparison.match} (tolerance {tol}{noise}){where}",
         caption="ratios are to base; FLOPs are MACs at batch 1; act. memory is analytic (batch 1); peak memory, "
-        "latency (median) and throughput are measured at the batch size",
-    )
+        "latency (median ±IQR, the variants timed in turns) and throughput are measured at the batch size"
+        + ("; ~: within the timing noise (the ratio is closer to 1 than the row's and the base's relative IQRs "
+           "added), so faster or slower cannot be told" if any(r["latency_ratio_clear"] is False for r in recs) else ""),
+    )  # fmt: skip
     for col in ("template", "k", f"FLOPs ({funit or '1'})", f"params ({punit or '1'})", "act. memory (MB)",
                 "peak memory (MB)", "latency (ms)", "throughput (img/s)"):  # fmt: skip
         table.add_column(col, justify="right", no_wrap=True)
@@ -71,8 +75,10 @@ def comparison_table(comparison: Comparison) -> Table:
             _cell(r["params"] / pdiv, r["params_ratio"], ".3f", ""),
             _cell(_mb(r["memory"]), r["memory_ratio"], ".2f", ""),
             _cell(_mb(r["peak_memory"]), r["peak_memory_ratio"], ".2f", ""),
-            _cell(r["latency_ms"], r["latency_ratio"], ".2f", ""),
-            _cell(r["throughput"], r["throughput_ratio"], ".2f", ""),
+            _cell(
+                r["latency_ms"], r["latency_ratio"], ".2f", "", r["latency_iqr_ms"], r["latency_ratio_clear"] is False
+            ),
+            _cell(r["throughput"], r["throughput_ratio"], ".2f", "", None, r["latency_ratio_clear"] is False),
         )
     return table
 

@@ -20,7 +20,7 @@ X = torch.randn(2, 3, 32, 32)
 
 #: How each timm script builds its model (timm 1.0: validate.py, benchmark.py, inference.py, train.py), with the
 #: values their defaults give; the stand-in below calls timm.create_model exactly so.
-STAND_IN = '''
+STAND_IN = """
 import argparse, timm, torch
 p = argparse.ArgumentParser()
 p.add_argument("--script"); p.add_argument("--model"); p.add_argument("--pretrained", action="store_true")
@@ -40,7 +40,7 @@ else:
                               drop_rate=0.0, drop_path_rate=None, drop_block_rate=None, global_pool=None,
                               bn_momentum=None, bn_eps=None, scriptable=False, checkpoint_path="")
 print("out", tuple(model.eval()(torch.randn(2, *model.pretrained_cfg["input_size"])).shape))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
