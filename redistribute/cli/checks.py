@@ -56,9 +56,11 @@ def check_calibrate(folder: Path | None, batches: int, out: Path | None) -> None
     if folder is None:
         return
     if not folder.is_dir():
-        raise UsageError(f"--calibrate folder {str(folder)!r} does not exist. Hint: pass an image folder")
+        raise UsageError(
+            f"calibration folder {str(folder)!r} does not exist. Hint: pass an image folder to --calibrate"
+        )
     if not any(name.lower().endswith(IMAGES) for _, _, files in os.walk(folder) for name in files):
-        raise UsageError(f"--calibrate folder {str(folder)!r} holds no images. Hint: put .jpg/.png files in it")
+        raise UsageError(f"calibration folder {str(folder)!r} holds no images. Hint: put .jpg/.png files in it")
 
 
 def check_match(match: str, command: str = "") -> str:
