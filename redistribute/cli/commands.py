@@ -27,7 +27,7 @@ from .checks import (
     removed_if_failed,
     template_list,
 )
-from .group import CONTEXT, DefaultGroup
+from .group import CONTEXT, DefaultCommand, DefaultGroup
 from .render import (
     err_console,
     fail,
@@ -83,7 +83,7 @@ def _parse_size(text: str | None) -> tuple[int, ...] | None:
     return None if text is None else parse_input_size(text, min_dims=2)
 
 
-@app.command("run")
+@app.command("run", cls=DefaultCommand)
 def run(
     model: Annotated[str, typer.Argument(help="timm:NAME, torchvision:NAME or path/to/file.py:factory")],
     template: Annotated[

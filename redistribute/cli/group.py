@@ -12,11 +12,11 @@ from typing import Any
 import click
 import typer
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .render import err_console, one_line
 
-__all__ = ["CONTEXT", "DefaultGroup"]
+__all__ = ["CONTEXT", "DefaultCommand", "DefaultGroup"]
 
 #: ``-h`` works wherever ``--help`` does.
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -36,14 +36,34 @@ def _error_line(exc: Exception, hint: str) -> typer.Exit:
     return typer.Exit(getattr(exc, "exit_code", 2))
 
 
+class _UnnamedContext(typer.Context):
+    """The context of the default command when the user did not type its name: its usage reads
+    ``redistribute [OPTIONS] MODEL``, not ``redistribute run ...``."""
+
+    @property
+    def command_path(self) -> str:
+        return super().command_path.rstrip()
+
+
+class DefaultCommand(TyperCommand):
+    """The default command (``run``): named in usage and hints only when the user typed its name."""
+
+    context_class = _UnnamedContext
+
+
 class DefaultGroup(TyperGroup):
     """A group whose first argument, when it is not a subcommand, is the MODEL of the default ``run`` command."""
 
     default_command = "run"
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return ("" if ctx.meta.get("redistribute.default") else name), cmd, rest
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in _TOP_LEVEL:
             args = [self.default_command, *args]
+            ctx.meta["redistribute.default"] = True
         try:
             return super().parse_args(ctx, args)
         except _CLICK_ERRORS as exc:
@@ -56,4 +76,4 @@ class DefaultGroup(TyperGroup):
         except _CLICK_ERRORS as exc:
             prog = ctx.find_root().info_name or "redistribute"
             sub = ctx.invoked_subcommand
-            raise _error_line(exc, prog if sub in (None, self.default_command) else f"{prog} {sub}") from None
+            raise _error_line(exc, f"{prog} {sub}" if sub else prog) from None

@@ -54,3 +54,10 @@ def test_dash_h_is_help_everywhere(cli):
 def test_malformed_command_lines_are_one_line_naming_the_typed_command(fails, args, hint):
     line = fails(*args, code=2)
     assert hint in line and "redistribute run" not in line
+
+
+def test_help_of_the_default_command_does_not_name_run(cli):
+    res = cli("timm:test_resnet", "-h")
+    assert res.exit_code == 0 and "redistribute [OPTIONS]" in res.stdout and "redistribute run" not in res.stdout
+    typed = cli("run", "timm:test_resnet", "--bogus")  # the user typed `run`: the hint names it
+    assert typed.exit_code == 2 and "see 'redistribute run --help'" in typed.stderr
