@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.text import Text
 
 from .checks import (
     check_calibrate,
@@ -34,9 +33,7 @@ from .render import (
     new_table,
     out_console,
     print_groups,
-    print_note,
-    print_summary,
-    print_transfer,
+    print_result,
     show,
 )
 from .train import train
@@ -212,25 +209,7 @@ def run(
     except Exception as exc:  # mapped to one line and an exit code
         fail(exc, debug)
         return
-    print_note(summary)
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    else:
-        print_summary(out_console, summary)
-        if groups:
-            print_groups(out_console, f"{model}: every group", summary["group_rows"])
-        if "transfer" in summary:
-            print_transfer(out_console, summary["transfer"])
-        if lm is not None:
-            out_console.print(lm.describe(), highlight=False)
-        if out_dir is not None:
-            out_console.print(f"wrote {', '.join(outputs)} to {out_dir}", markup=False, soft_wrap=True)
-    if out_dir is not None and weights_origin == "initialised":
-        err_console.print(
-            Text.assemble(("note: ", "yellow"), f"the weights in {out_dir} are freshly initialised (no --pretrained or "
-                          "--checkpoint): train them, or pass --pretrained or --checkpoint PATH to carry weights over"),
-            highlight=False, soft_wrap=True,
-        )  # fmt: skip
+    print_result(summary, model, as_json=as_json, latency=None if lm is None else lm.describe())
 
 
 #: Where ``templates`` samples each template, and at which range ``r``.

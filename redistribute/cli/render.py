@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, cast
 
 import typer
@@ -19,6 +21,7 @@ __all__ = [
     "out_console",
     "print_groups",
     "print_note",
+    "print_result",
     "print_summary",
     "print_transfer",
     "train_progress",
@@ -134,6 +137,33 @@ def print_summary(out: Console, summary: dict[str, Any]) -> None:
         for h in held:
             table.add_row(f"g{h['id']}", h["kind"], str(h["width"]), _producers(h["producers"], 2), h["reason"])
         show(out, table)
+
+
+def print_result(summary: dict[str, Any], model: str, *, as_json: bool, latency: str | None = None) -> None:
+    """Everything the main command prints once its work is done: notes on stderr; the summary, the ``--groups``
+    rows, the transfer report, the latency match and the files written on stdout (or one JSON object)."""
+    print_note(summary)
+    if as_json:
+        out_console.file.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        print_summary(out_console, summary)
+        if "group_rows" in summary:
+            print_groups(out_console, f"{model}: every group", summary["group_rows"])
+        if "transfer" in summary:
+            print_transfer(out_console, summary["transfer"])
+        if latency is not None:
+            out_console.print(latency, highlight=False)
+        if "outputs" in summary:
+            files = ", ".join(Path(path).name for path in summary["outputs"].values())
+            folder = Path(next(iter(summary["outputs"].values()))).parent
+            out_console.print(f"wrote {files} to {folder}", markup=False, soft_wrap=True)
+    if summary.get("weights") == "initialised":
+        folder = Path(next(iter(summary["outputs"].values()))).parent
+        err_console.print(
+            Text.assemble(("note: ", "yellow"), f"the weights in {folder} are freshly initialised (no --pretrained or "
+                          "--checkpoint): train them, or pass --pretrained or --checkpoint PATH to carry weights over"),
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 def print_groups(out: Console, title: str, rows: list[dict[str, Any]]) -> None:
