@@ -49,7 +49,7 @@ def table(models: list[str], templates: list[str], divisor: int) -> str:
             alias = redistribute.get_template(rec["template"]).alias or "base trend"
             lines.append(
                 f"| {source} | {rec['template']} | {alias} | {rec['k']:.4g} | {rec['flops'] / 1e9:.3f} "
-                f"| {rec['params'] / 1e6:.2f} | {rec['params_ratio']:.3f} | {rec['memory_mb']:.1f} |"
+                f"| {rec['params'] / 1e6:.2f} | {rec['params_ratio']:.3f} | {rec['memory'] / 2**20:.1f} |"
             )
     note = (
         f"\nFLOPs matched to the base within 0.5 % (multiply-accumulates, batch 1, 224x224); divisor {divisor}; "

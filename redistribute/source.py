@@ -12,16 +12,19 @@ import difflib
 import importlib.util
 import inspect
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from torch import nn
 
 from .errors import CheckpointError, SourceError
 from .skeleton import skeleton
 
-__all__ = ["PREFIXES", "class_label", "load_model"]
+__all__ = ["PREFIXES", "check_pretrained", "class_label", "load_model", "pretrained_cache"]
 
 #: Prefix of the module names that ``file.py:factory`` sources are imported under (unique per file path).
 _USER_MODULE = "_redistribute_user_"
@@ -55,6 +58,10 @@ def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False, meta: boo
         )
     if not pretrained:
         return _call(f"timm:{name}", timm.create_model, name, pretrained=False, meta=meta, **kwargs)
+    cached, _ = pretrained_cache(f"timm:{name}")
+    if cached is not None:  # load the cached file itself: no request to the Hub, no retries when offline
+        overlay = {**(kwargs.pop("pretrained_cfg_overlay", None) or {}), "file": cached}
+        kwargs = {**kwargs, "pretrained_cfg_overlay": overlay}
     try:
         return _call(f"timm:{name}", timm.create_model, name, pretrained=True, **kwargs)
     except OSError as exc:  # hub/URL download failures and missing cache entries are all OSError subclasses
@@ -97,6 +104,126 @@ def _timm_cache_hint(name: str) -> str:
         cache = "~/.cache/huggingface/hub"
     where = f"(Hugging Face Hub {hub_id})" if hub_id else "(no Hub id)"
     return f"{where} are not in the cache {cache} and cannot be downloaded. Hint: download them once online or pass --checkpoint PATH"
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _timm_cache(name: str) -> tuple[str | None, str, str]:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name) or timm.models.get_pretrained_cfg(timm.models.get_arch_name(name))
+    if cfg is None:
+        return None, f"no pretrained weights are published for timm:{name}", ""
+    if cfg.file:
+        return (cfg.file if os.path.isfile(cfg.file) else None), cfg.file, ""
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo = cfg.hf_hub_id.split("@")[0]
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for filename in names:
+            found = try_to_load_from_cache(repo, filename, cache_dir=_hub_cache())
+            if isinstance(found, str):
+                return found, found, ""
+        entry = os.path.join(_hub_cache(), "models--" + repo.replace("/", "--"))
+        return None, entry, urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if cfg.url:
+        import torch.hub
+
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(cfg.url).path))
+        return (path if os.path.isfile(path) else None), path, urlparse(cfg.url).hostname or ""
+    return None, f"no pretrained weights are published for timm:{name}", ""
+
+
+def _torchvision_cache(name: str) -> tuple[str | None, str, str]:
+    import torch.hub
+    from torchvision import models
+
+    try:
+        url = models.get_model_weights(name).DEFAULT.url
+    except (ValueError, AttributeError):
+        return None, f"no pretrained weights are published for torchvision:{name}", ""
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+    return (path if os.path.isfile(path) else None), path, urlparse(url).hostname or ""
+
+
+def pretrained_cache(source: str) -> tuple[str | None, str]:
+    """Where the zoo keeps ``source``'s pretrained weights, without touching the network.
+
+    Follows timm's own resolution (``pretrained_cfg``: ``file``, then the Hugging Face Hub id, then the URL in
+    torch.hub's cache) and torchvision's (torch.hub's ``checkpoints`` folder).
+
+    Returns:
+        ``(path, entry)``: the cached file (``None`` when not cached) and the cache entry a download would fill.
+
+    Raises:
+        SourceError: ``source`` is not a ``timm:`` or ``torchvision:`` model.
+    """
+    prefix, _, name = source.partition(":")
+    if prefix == "timm":
+        path, entry, _ = _timm_cache(name)
+    elif prefix == "torchvision":
+        path, entry, _ = _torchvision_cache(name)
+    else:
+        raise SourceError(
+            f"--pretrained needs a timm: or torchvision: source, not {source!r}. Hint: use --checkpoint PATH"
+        )
+    return path, entry
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _reachable(host: str, timeout: float = 1.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_pretrained(source: str, option: str = "--checkpoint") -> None:
+    """Fail fast, before any model is built, when ``source``'s pretrained weights can be neither read nor fetched.
+
+    Cached weights pass without a request. Otherwise, with ``HF_HUB_OFFLINE=1`` or when the download host does not
+    answer within a second, one line names the cache entry a download would fill (no retries).
+
+    Args:
+        source: ``timm:NAME`` or ``torchvision:NAME``.
+        option: The option that gives weights instead, named in the hint (``--teacher-checkpoint`` for a teacher).
+
+    Raises:
+        SourceError: ``source`` is unknown or not a zoo model.
+        CheckpointError: Not cached, and offline or the host is unreachable; or no weights are published.
+    """
+    prefix, _, name = source.partition(":")
+    if prefix == "timm":
+        import timm
+
+        if not timm.is_model(name):
+            raise SourceError(f"unknown timm model {name!r}{_suggest(name, timm.list_models())}")
+        path, entry, host = _timm_cache(name)
+    elif prefix == "torchvision":
+        path, entry, host = _torchvision_cache(name)
+    else:
+        raise SourceError(
+            f"pretrained weights need a timm: or torchvision: source, not {source!r}. Hint: use {option} PATH"
+        )
+    if path is not None:
+        return
+    if not host:
+        raise CheckpointError(f"{entry}. Hint: pass {option} PATH with trained weights")
+    if _offline() or not _reachable(host):
+        why = "HF_HUB_OFFLINE=1 is set" if _offline() else f"{host} cannot be reached"
+        raise CheckpointError(
+            f"pretrained weights for {source} are not in the cache ({entry}) and {why}. "
+            f"Hint: download them once online (HF_HUB_OFFLINE=1 then reads the cache only) or pass {option} PATH"
+        )
 
 
 def _torchvision(name: str, kwargs: dict[str, Any], pretrained: bool = False, meta: bool = False) -> nn.Module:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .errors import SpecError, SpecMismatchError
-from .groups.graph import trace
+from .errors import SpecError, SpecMismatchError, UsageError
+from .groups.graph import ChannelGraph, trace
 from .io import atomic_paths, atomic_write_text
 from .planning.planner import MAX_WIDTH, Plan, plan_from_widths
 from .source import load_model
@@ -220,12 +221,30 @@ def validate_spec(spec: Any, where: str = "spec") -> None:
         seen.add(item["signature"])
 
 
+#: Why a headless model (``num_classes=0``) fixes the group its classifier used to read.
+_OUTPUT = "model output"
+
+
+def _headless(graph: ChannelGraph, wanted: dict[str, int]) -> ChannelGraph:
+    """``graph`` with the spec's groups that are fixed only as the model's output set free again.
+
+    Without its classifier (timm's ``num_classes=0``, a feature extractor) the model returns the last features, so
+    the trace fixes their group as the model output; the spec, made with a classifier, sets its width. The built
+    model then returns features at the new width (timm's ``num_features`` follows).
+    """
+    if not any(g.fixed == _OUTPUT and g.signature in wanted for g in graph.groups):
+        return graph
+    groups = tuple(replace(g, fixed=None) if g.fixed == _OUTPUT and g.signature in wanted else g for g in graph.groups)
+    return replace(graph, groups=groups)
+
+
 def spec_to_plan(spec: dict[str, Any], model: nn.Module) -> Plan:
     """Trace ``model`` and map the spec's widths onto its groups by signature."""
     validate_spec(spec)
     graph = trace(model, tuple(spec["input_size"]) if spec.get("input_size") else None)
-    by_sig = {g.signature: g for g in graph.groups if g.fixed is None}
     wanted = {str(item["signature"]): int(item["width"]) for item in spec["groups"]}
+    graph = _headless(graph, wanted)
+    by_sig = {g.signature: g for g in graph.groups if g.fixed is None}
     missing = sorted(set(wanted) - set(by_sig))
     extra = sorted(set(by_sig) - set(wanted))
     if missing or extra:
@@ -254,20 +273,30 @@ def load(
     model: nn.Module | None = None,
     weights: str | os.PathLike[str] | None = None,
     inplace: bool = False,
+    **model_kwargs: Any,
 ) -> nn.Module:
     """Rebuild the redistributed model described by ``spec``.
 
     Args:
         spec: A spec dict, a ``spec.json`` path, or the ``--out`` folder holding it.
         model: The base model; by default it is built from the spec's ``source``. It is not modified unless
-            ``inplace`` is set.
-        weights: A ``.safetensors`` state dict of the redistributed model to load (strictly).
+            ``inplace`` is set. A timm model built with ``num_classes=0`` (no classifier) fits too.
+        weights: The redistributed model's weights, loaded strictly: ``.safetensors`` (what ``--out`` writes), or
+            a PyTorch file (``.pth``, ``.pt``, ``.bin``, a timm ``.pth.tar`` training checkpoint).
         inplace: Resize the given ``model`` itself (saves a copy) instead of a copy of it.
+        **model_kwargs: Passed to the source's factory over the spec's own ``model_kwargs`` when ``model`` is not
+            given, e.g. ``num_classes=10`` (a new classifier) or ``num_classes=0`` (none).
 
     Raises:
         SpecError: Unreadable spec, another format version.
         SpecMismatchError: The spec's groups do not fit the model.
         ConstraintError: A width breaks its group's constraint.
+        CheckpointError: ``weights`` cannot be read or do not fit (the message names the formats and the key).
+        UsageError: ``model_kwargs`` given together with ``model``.
+
+    Example:
+        >>> head = load("out/resnet50_d", num_classes=10)  # doctest: +SKIP
+        >>> features = load("out/resnet50_d", model=timm.create_model("resnet50", num_classes=0))  # doctest: +SKIP
     """
     if not isinstance(spec, (dict, str, os.PathLike)):
         raise SpecError(f"spec {spec!r} is neither a spec dict nor a path. Hint: give the spec.json written by --out")
@@ -277,14 +306,40 @@ def load(
         source = data.get("source")
         if not source:
             raise SpecError("spec has no 'source'; pass the base model: redistribute.load(spec, model=...)")
-        model = load_model(str(source), **dict(data.get("model_kwargs") or {}))
+        model = load_model(str(source), **{**dict(data.get("model_kwargs") or {}), **model_kwargs})
         inplace = True  # our own model: no copy needed
+    elif model_kwargs:
+        raise UsageError(
+            f"load() got {', '.join(model_kwargs)} and a model: they are for building the base. Hint: build the "
+            "model with them, or drop model="
+        )
     from .surgery.rebuild import apply, apply_
 
     plan = spec_to_plan(data, model)
     built = apply_(model, plan) if inplace else apply(model, plan)
     if weights is not None:
+        _load_weights(built, weights)
+    return built
+
+
+#: Weight files :func:`load` reads: safetensors, and what ``torch.save`` and timm's ``train.py`` write.
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar", ".tar", ".ckpt")
+
+
+def _load_weights(model: nn.Module, weights: str | os.PathLike[str]) -> None:
+    from .errors import CheckpointError
+
+    name = Path(weights).name.lower()
+    if name.endswith(".safetensors"):
         from .surgery.weights import load_weights_into
 
-        load_weights_into(built, weights)
-    return built
+        load_weights_into(model, weights)
+    elif name.endswith(WEIGHT_SUFFIXES):
+        from .surgery.checkpoint import load_checkpoint
+
+        load_checkpoint(model, weights)
+    else:
+        raise CheckpointError(
+            f"weights {str(weights)!r} are not in a format load() reads. Hint: pass one of "
+            f"{', '.join(WEIGHT_SUFFIXES)} (a state dict or a timm checkpoint)"
+        )

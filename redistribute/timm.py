@@ -15,9 +15,21 @@ spec embedded in its ``model_args``, and ``model.safetensors``) loads through ti
     python train.py DATA --device-modules redistribute.timm --model local-dir:out --pretrained --num-classes 10
 
 :func:`register` gives a saved redistribution its own timm name.
+
+timm's ``validate.py``, ``benchmark.py`` and ``inference.py`` have no ``--device-modules`` flag: run them (and
+``train.py``) unchanged through this module, which registers the plugin first::
+
+    python -m redistribute.timm validate.py DATA --model local-dir:out --pretrained
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # python -m redistribute.timm SCRIPT.py ...: import the real module (registering the
+    import sys  # plugin once, under its own name) and run the script; this copy of the module stops here
+
+    from redistribute.timm import run_script
+
+    sys.exit(run_script(sys.argv[1:]))
 
 import json
 import os
@@ -37,7 +49,8 @@ from .source import load_model
 from .spec import load as _load_spec
 from .spec import read_spec, validate_spec
 
-__all__ = ["ARCHITECTURE", "redistributed", "register", "save_timm_files", "timm_config", "write_timm_files"]
+__all__ = ["ARCHITECTURE", "redistributed", "register", "run_script", "save_timm_files", "spec_num_classes",
+           "timm_config", "write_timm_files"]  # fmt: skip
 
 ARCHITECTURE = "redistributed"
 """The timm name of the generic entrypoint (and the ``architecture`` written to ``config.json``)."""
@@ -247,6 +260,15 @@ def register(spec: str | os.PathLike[str], name: str | None = None) -> str:
     return name
 
 
+def spec_num_classes(spec: Mapping[str, Any]) -> int | None:
+    """The class count of the model ``spec`` describes (its base's), or ``None`` when it has no classifier.
+
+    A timm base answers from its ``pretrained_cfg`` without building anything; other bases are built once.
+    """
+    classes = _pretrained_cfg(spec)["num_classes"]
+    return None if classes < 0 else int(classes)
+
+
 def timm_config(spec: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     """The timm ``config.json`` content for ``model`` built from ``spec`` (the spec is embedded in ``model_args``)."""
     validate_spec(spec)
@@ -275,7 +297,12 @@ def write_timm_files(
         write_weights(model, weights_path)
 
 
-def save_timm_files(out_dir: str | os.PathLike[str], spec: Mapping[str, Any], model: nn.Module) -> tuple[Path, Path]:
+def save_timm_files(
+    out_dir: str | os.PathLike[str],
+    spec: Mapping[str, Any],
+    model: nn.Module,
+    same_weights: str | os.PathLike[str] | None = None,
+) -> tuple[Path, Path]:
     """Write timm's ``config.json`` and ``model.safetensors`` for ``model`` into ``out_dir``, as one atomic step.
 
     The folder then loads with ``timm.create_model("local-dir:OUT_DIR", pretrained=True)`` once this module is
@@ -286,6 +313,9 @@ def save_timm_files(out_dir: str | os.PathLike[str], spec: Mapping[str, Any], mo
         out_dir: An existing folder (the ``--out`` folder).
         spec: The spec ``model`` was built from (:func:`redistribute.spec_from_plan`); it is embedded in the config.
         model: The redistributed model whose weights to save (contiguous tensors, e.g. on the CPU).
+        same_weights: A safetensors file already holding exactly ``model``'s weights (the ``weights.safetensors``
+            :func:`~redistribute.spec.save_result` wrote): ``model.safetensors`` becomes a hard link to it, one file
+            on disk under two names (a copy where the file system has no hard links).
 
     Returns:
         The paths of ``config.json`` and ``model.safetensors``.
@@ -302,5 +332,53 @@ def save_timm_files(out_dir: str | os.PathLike[str], spec: Mapping[str, Any], mo
     out = Path(out_dir)
     paths = (out / "config.json", out / "model.safetensors")
     with atomic_paths(paths) as (config_tmp, weights_tmp):
-        write_timm_files(config_tmp, weights_tmp, spec, model)
+        if same_weights is None:
+            write_timm_files(config_tmp, weights_tmp, spec, model)
+        else:
+            config_tmp.write_text(json.dumps(timm_config(spec, model), indent=2, sort_keys=True) + "\n", "utf-8")
+            _link_or_copy(Path(same_weights), weights_tmp)
     return paths
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` (an empty temporary file) the same file as ``source``: a hard link, else a copy."""
+    import shutil
+
+    target.unlink()
+    try:
+        os.link(source, target)
+    except OSError:  # no hard links here (another device, FAT, some network file systems)
+        shutil.copyfile(source, target)
+
+
+def run_script(argv: list[str]) -> int:
+    """Run a Python script (timm's ``train.py``, ``validate.py``, ...) as ``__main__`` with this plugin registered.
+
+    ``argv`` is the script's path and its arguments, as they follow ``python -m redistribute.timm``; the script sees
+    them as ``sys.argv`` and its own folder first on ``sys.path``, as under ``python SCRIPT.py``.
+
+    Returns:
+        The exit status: 0, the script's own ``sys.exit`` code, or 2 when no script is given or it does not exist.
+    """
+    import runpy
+    import sys
+
+    if not argv or not argv[0].endswith(".py"):
+        print("usage: python -m redistribute.timm SCRIPT.py [ARGS...] (e.g. timm's validate.py)", file=sys.stderr)
+        return 2
+    script = Path(argv[0])
+    if not script.is_file():
+        print(f"error: script {argv[0]!r} does not exist. Hint: give the path of timm's train.py, validate.py, "
+              "benchmark.py or inference.py", file=sys.stderr)  # fmt: skip
+        return 2
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv, sys.path[0:0] = [str(script), *argv[1:]], [str(script.resolve().parent)]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:  # the script's sys.exit(code); a message is printed as Python would
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0

@@ -11,56 +11,60 @@ import json
 import logging
 import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import click
 import typer
-from rich.table import Table
-from rich.text import Text
-from typer.core import TyperGroup
 
-from ..errors import UsageError
-from .render import err_console, fail, one_line, out_console, print_summary, print_transfer
+from .checks import (
+    check_calibrate,
+    check_device,
+    check_match,
+    check_weights,
+    input_size_hint,
+    removed_if_failed,
+    template_list,
+)
+from .group import CONTEXT, DefaultCommand, DefaultGroup
+from .render import (
+    err_console,
+    fail,
+    new_table,
+    out_console,
+    print_groups,
+    print_result,
+    show,
+)
 from .train import train
 
 __all__ = ["app", "main"]
 
-#: typer's (vendored) click errors: bad option values, missing arguments, unknown options.
-_CLICK_ERRORS: tuple[type[Exception], ...] = tuple(
-    {c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"} | {click.ClickException}
-)
-
-
-class _DefaultGroup(TyperGroup):
-    """A group whose first argument, when it is not a subcommand, is the MODEL of the default ``run`` command."""
-
-    default_command = "run"
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
-            args = [self.default_command, *args]
-        return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer passes its own Context
-        """Run the subcommand; a malformed command line (bad option value, missing argument) is one red line."""
-        try:
-            return super().invoke(ctx)
-        except _CLICK_ERRORS as exc:
-            hint = f"Hint: see 'redistribute {ctx.invoked_subcommand or self.default_command} --help'"
-            err_console.print(
-                Text.assemble(("error: ", "red"), f"{one_line(exc.format_message())}. {hint}"), soft_wrap=True
-            )
-            raise typer.Exit(exc.exit_code) from None
-
-
 app = typer.Typer(
-    cls=_DefaultGroup,
+    cls=DefaultGroup,
+    context_settings=CONTEXT,
     add_completion=False,
     no_args_is_help=True,
     help="Redistribute the filters of a model over depth at the same cost. Run `redistribute MODEL --template d`.",
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from ..version import __version__
+
+        out_console.print(f"redistribute {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Redistribute the filters of a model over depth at the same cost. Run `redistribute MODEL --template d`."""
 
 
 # options shared by the main command and `compare`
@@ -78,7 +82,7 @@ def _parse_size(text: str | None) -> tuple[int, ...] | None:
     return None if text is None else parse_input_size(text)
 
 
-@app.command("run")
+@app.command("run", cls=DefaultCommand)
 def run(
     model: Annotated[str, typer.Argument(help="timm:NAME, torchvision:NAME or path/to/file.py:factory")],
     template: Annotated[
@@ -114,6 +118,9 @@ def run(
         typer.Option("--calibrate-batches", help="batches for BN re-estimation (without --calibrate: random inputs)"),
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
+    groups: Annotated[
+        bool, typer.Option("--groups", help="also list every group: base and new width, stage, position, why fixed")
+    ] = False,
     device: Annotated[str, typer.Option(help="where --match latency times the models: cpu or cuda")] = "cpu",
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="images per timed forward pass (--match latency)")
@@ -126,91 +133,92 @@ def run(
     """Redistribute MODEL's filters following a template at the base model's cost."""
     made_dir = False
     try:
-        from ..io import prepare_out_dir
-        from ..planning.planner import check_options
-        from ..planning.planner import plan as make_plan
-        from ..planning.report import plan_summary
-        from ..source import load_model
-        from ..spec import save_result, spec_from_plan
-        from ..surgery.rebuild import apply
+        with ExitStack() as stack:
+            from ..io import prepare_out_dir
+            from ..planning.planner import check_options
+            from ..planning.planner import plan as make_plan
+            from ..planning.report import plan_group_rows, plan_summary
+            from ..source import load_model
+            from ..spec import save_result, spec_from_plan
+            from ..surgery.rebuild import apply
 
-        check_options(
-            template=template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, importance=importance
-        )  # before any work
-        if calibrate_batches < 0:
-            raise UsageError(
-                f"--calibrate-batches {calibrate_batches} is negative. Hint: pass 0 (off) or a positive count"
-            )
-        size = _parse_size(input_size)
-        outputs = ("spec.json", "weights.safetensors", "config.json", "model.safetensors")
-        made_dir = out is not None and not out.exists()
-        out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
-        err_console.print(f"building {model}", style="dim", markup=False)
-        base = load_model(model, pretrained=pretrained)
-        if checkpoint is not None:
-            from ..surgery.checkpoint import load_checkpoint
+            match = check_match(match)
+            scope, importance, device = scope.lower(), importance.lower(), device.lower()  # options ignore case
+            check_options(
+                template=template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, importance=importance
+            )  # before any work
+            size = _parse_size(input_size)
+            check_calibrate(calibrate, calibrate_batches, out)
+            check_device(device)
+            check_weights(pretrained, checkpoint, model)
+            outputs = ("spec.json", "weights.safetensors", "config.json", "model.safetensors")
+            weights_origin = "pretrained" if pretrained else "checkpoint" if checkpoint is not None else "initialised"
+            stack.enter_context(removed_if_failed(out))
+            out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
+            err_console.print(f"building {model}", style="dim", markup=False)
+            base = load_model(model, pretrained=pretrained)
+            if checkpoint is not None:
+                from ..surgery.checkpoint import load_checkpoint
 
-            load_checkpoint(base, checkpoint)  # our own fresh model: loading in place is fine
-        err_console.print("tracing and matching", style="dim")
-        lm = None
-        if match == "latency":
-            from ..study.latency import match_latency
+                load_checkpoint(base, checkpoint)  # our own fresh model: loading in place is fine
+            stack.enter_context(input_size_hint(base, size))
+            err_console.print("tracing and matching", style="dim")
+            lm = None
+            if match == "latency":
+                from ..study.latency import match_latency
 
-            lm = match_latency(base, template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size, source=model,
-                               device=device, batch_size=batch_size, threads=threads, progress=lambda msg: err_console.print(msg, style="dim"))  # fmt: skip
-            p = lm.plan
-        else:
-            p = make_plan(
-                base,
-                template,
-                match,
-                tolerance=tolerance,
-                divisor=divisor,
-                ratio=ratio,
-                scope=scope,
-                input_size=size,
-                source=model,
-            )
-        summary = plan_summary(p)
-        if pretrained or checkpoint is not None:
-            from ..surgery.transfer import transfer_report
+                lm = match_latency(base, template, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size, source=model,
+                                   device=device, batch_size=batch_size, threads=threads, progress=lambda msg: err_console.print(msg, style="dim"))  # fmt: skip
+                p = lm.plan
+            else:
+                p = make_plan(
+                    base,
+                    template,
+                    match,
+                    tolerance=tolerance,
+                    divisor=divisor,
+                    ratio=ratio,
+                    scope=scope,
+                    input_size=size,
+                    source=model,
+                )
+            summary = plan_summary(p)
+            if groups:
+                summary["group_rows"] = plan_group_rows(p)
+            if pretrained or checkpoint is not None:
+                from ..surgery.transfer import transfer_report
 
-            summary["transfer"] = [r.to_dict() for r in transfer_report(base, p, importance)]
-        if lm is not None:
-            summary["achieved"], summary["latency"] = lm.timing.median_ms, lm.summary()
-        if out_dir is not None:
-            err_console.print(f"rebuilding and writing {out_dir}", style="dim", markup=False)
-            new = lm.model if lm is not None else apply(base, p, importance=importance)
-            if calibrate is not None or calibrate_batches > 0:
-                from ..surgery.calibrate import recalibrate
+                summary["transfer"] = [r.to_dict() for r in transfer_report(base, p, importance)]
+            if lm is not None:
+                summary["achieved"], summary["latency"] = lm.timing.median_ms, lm.summary()
+            if out_dir is not None:
+                err_console.print(f"rebuilding and writing {out_dir}", style="dim", markup=False)
+                new = lm.model if lm is not None else apply(base, p, importance=importance)
+                if calibrate is not None or calibrate_batches > 0:
+                    from ..surgery.calibrate import recalibrate
 
-                what = str(calibrate) if calibrate is not None else f"{calibrate_batches} batches of random inputs"
-                err_console.print(f"re-estimating BatchNorm statistics from {what}", style="dim", markup=False)
-                summary["calibrated_batches"] = recalibrate(new, p.graph.input_shape[1:], calibrate, calibrate_batches)
-            from ..timm import save_timm_files
+                    what = str(calibrate) if calibrate is not None else f"{calibrate_batches} batches of random inputs"
+                    err_console.print(f"re-estimating BatchNorm statistics from {what}", style="dim", markup=False)
+                    summary["calibrated_batches"] = recalibrate(
+                        new, p.graph.input_shape[1:], calibrate, calibrate_batches
+                    )
+                from ..timm import save_timm_files
 
-            spec = spec_from_plan(p, source=model)
-            save_result(out_dir, spec, new)  # both files, or neither, replace the old pair
-            save_timm_files(out_dir, spec, new)  # timm's config.json + model.safetensors, for local-dir:
-            summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
+                spec = spec_from_plan(p, source=model)
+                save_result(out_dir, spec, new)  # both files, or neither, replace the old pair
+                save_timm_files(out_dir, spec, new, same_weights=out_dir / "weights.safetensors")  # for local-dir:
+                summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
+                summary["weights"] = weights_origin
     except Exception as exc:  # mapped to one line and an exit code
         if made_dir and out is not None and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # the folder this run made for a result it could not write
         fail(exc, debug)
         return
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    else:
-        print_summary(out_console, summary)
-        if "transfer" in summary:
-            print_transfer(out_console, summary["transfer"])
-        if lm is not None:
-            out_console.print(lm.describe(), highlight=False)
-        if out_dir is not None:
-            out_console.print(f"wrote {', '.join(outputs)} to {out_dir}", markup=False)
+    print_result(summary, model, as_json=as_json, latency=None if lm is None else lm.describe())
 
 
-_SAMPLES_KEY = "T(p) at p=0,.25,.5,.75,1 (r=8)"
+#: Where ``templates`` samples each template, and at which range ``r``.
+_POSITIONS, _R = (0.0, 0.25, 0.5, 0.75, 1.0), 8.0
 
 
 @app.command("templates")
@@ -220,18 +228,19 @@ def templates(as_json: Annotated[bool, typer.Option("--json", help="print JSON")
 
     rows = []
     for t in list_templates():
-        samples = [] if t.is_base else [round(t(p, 8.0), 3) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]
-        rows.append({"name": t.name, "alias": t.alias, "shape": t.description, _SAMPLES_KEY: samples})
+        samples = [] if t.is_base else [round(t(p, _R), 3) for p in _POSITIONS]
+        rows.append({"name": t.name, "alias": t.alias, "shape": t.description, "positions": list(_POSITIONS),
+                     "r": _R, "samples": samples})  # fmt: skip
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table(title="templates (T(p), values in [1/r, 1])", title_justify="left")
+    table = new_table("templates (T(p), values in [1/r, 1])")
     for col in ("name", "alias", "shape", "p=0 .25 .5 .75 1 (r=8)"):
         table.add_column(col)
     for r in rows:
-        samples = r[_SAMPLES_KEY]
+        samples = r["samples"]
         table.add_row(r["name"], r["alias"], r["shape"], " ".join(f"{v:.2f}" for v in samples) or "base trend")
-    out_console.print(table)
+    show(out_console, table)
 
 
 @app.command("inspect")
@@ -249,7 +258,10 @@ def inspect(
         from ..planning.report import group_rows
         from ..source import load_model
 
-        graph = trace(load_model(model), _parse_size(input_size))
+        size = _parse_size(input_size)
+        base = load_model(model)
+        with input_size_hint(base, size):
+            graph = trace(base, size)
         positions = distribution(graph, scope).position if graph.free_groups(scope) else {}
         rows = group_rows(graph, positions)
     except Exception as exc:  # mapped to one line and an exit code
@@ -259,24 +271,20 @@ def inspect(
         sys.stdout.write(json.dumps({"groups": rows, "opaque": graph.opaque}, indent=2) + "\n")
         return
     free = sum(1 for r in rows if r["fixed"] is None)
-    table = Table(title=f"{model}: {len(rows)} groups, {free} free, {len(rows) - free} fixed", title_justify="left")
-    for col in ("id", "width", "kind", "stage", "pos", "producers", "constraints / fixed"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        prods = r["producers"]
-        shown = ", ".join(prods[:3]) + (f" (+{len(prods) - 3})" if len(prods) > 3 else "")
-        pos = "" if r["position"] is None else f"{r['position']:.2f}"
-        note = f"[yellow]fixed: {r['fixed']}[/yellow]" if r["fixed"] else r["constraints"]
-        table.add_row(str(r["id"]), str(r["width"]), r["kind"], r["stage"], pos, shown, note)
-    out_console.print(table)
+    print_groups(out_console, f"{model}: {len(rows)} groups, {free} free, {len(rows) - free} fixed", rows)
 
 
 @app.command("compare")
 def compare(
     model: Annotated[str, typer.Argument(help="timm:NAME, torchvision:NAME or path/to/file.py:factory")],
     templates: Annotated[
-        str, typer.Option("--templates", help="comma-separated templates; base is always included")
-    ] = "base,a,b,c,d,e",
+        list[str] | None,
+        typer.Option(
+            "--templates",
+            help="templates, comma-separated or repeated; control points like '0:1,0.5:4,1:1' allowed (separate two "
+            "with ';'); base is always included  [default: base,a,b,c,d,e]",
+        ),
+    ] = None,
     match: Annotated[
         str, typer.Option(help="metric held equal: flops, params, memory (analytic) or latency (measured)")
     ] = "flops",
@@ -309,11 +317,14 @@ def compare(
     """Compare every template at matched cost: FLOPs, params, memory, peak memory, latency and throughput."""
     try:
         from ..study.comparison import compare as run_compare
-        from .compare import comparison_table, flops_check_table, print_wide, progress_bar, write_text
+        from .compare import comparison_table, flops_check_table, progress_bar, write_text
 
-        names = [t.strip() for t in templates.split(",") if t.strip()]
+        match, scope, device = check_match(match, "compare"), scope.lower(), device.lower()  # options ignore case
+        check_device(device)
+        names = template_list(templates or ["base,a,b,c,d,e"])
         size = _parse_size(input_size)
-        with progress_bar(err_console, model) as bar:
+        file_source = None if model.partition(":")[0] in ("timm", "torchvision") else model
+        with progress_bar(err_console, model) as bar, input_size_hint(file_source, size):
             result = run_compare(model, names, match, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, input_size=size,
                                  device=device, batch_size=batch_size, measure=measure, check_flops=check_flops, min_time=min_time,
                                  threads=threads, progress=bar)  # fmt: skip
@@ -329,10 +340,10 @@ def compare(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
-    print_wide(out_console, comparison_table(result))
+    show(out_console, comparison_table(result))
     check = flops_check_table(result)
     if check is not None:
-        print_wide(out_console, check)
+        show(out_console, check)
     for path, what in ((csv_path, "CSV"), (plot, "plot")):
         if path is not None:
             err_console.print(f"wrote {what} to {path}", style="dim")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,8 +16,9 @@ from rich.table import Table
 
 from ..errors import OutputError
 from ..study.comparison import Comparison
+from .render import new_table
 
-__all__ = ["comparison_table", "flops_check_table", "print_wide", "progress_bar", "write_text"]
+__all__ = ["comparison_table", "flops_check_table", "progress_bar", "write_text"]
 
 
 def _scale(base: float, units: tuple[tuple[float, str], ...]) -> tuple[float, str]:
@@ -31,11 +31,17 @@ def _scale(base: float, units: tuple[tuple[float, str], ...]) -> tuple[float, st
 _COUNT_UNITS = ((1e9, "G"), (1e6, "M"), (1e3, "K"), (1.0, ""))
 
 
-def _cell(value: float | None, ratio: float | None, fmt: str, unit: str) -> str:
+def _mb(size: int | None) -> float | None:
+    return None if size is None else size / 2**20
+
+
+def _cell(value: float | None, ratio: float | None, fmt: str, unit: str, spread: float | None = None,
+          noisy: bool = False) -> str:  # fmt: skip
+    """``value ±spread (ratio x)``; a ratio within the timing noise is marked ``~``."""
     if value is None:
         return "-"
-    text = f"{value:{fmt}}{unit}"
-    return text if ratio is None else f"{text} ({ratio:.3f}x)"
+    text = f"{value:{fmt}}{unit}" + ("" if spread is None else f" ±{spread:{fmt}}")
+    return text if ratio is None else f"{text} ({ratio:.3f}x{'~' if noisy else ''})"
 
 
 def comparison_table(comparison: Comparison) -> Table:
@@ -51,13 +57,13 @@ def comparison_table(comparison: Comparison) -> Table:
         f", {comparison.threads} thread{'s' if comparison.threads > 1 else ''}" if comparison.device == "cpu" else ""
     )
     where = f" · {comparison.device}{threads}, batch {comparison.batch_size}" if comparison.measured else ""
-    table = Table(
-        title=f"{comparison.source or comparison.model_class} · matched {comparison.match} (tolerance {tol}{noise}){where}",
-        title_justify="left",
+    table = new_table(
+        f"{comparison.source or comparison.model_class} · matched {comparison.match} (tolerance {tol}{noise}){where}",
         caption="ratios are to base; FLOPs are MACs at batch 1; act. memory is analytic (batch 1); peak memory, "
-        "latency (median) and throughput are measured at the batch size",
-        caption_justify="left",
-    )
+        "latency (median ±IQR, the variants timed in turns) and throughput are measured at the batch size"
+        + ("; ~: within the timing noise (the ratio is closer to 1 than the row's and the base's relative IQRs "
+           "added), so faster or slower cannot be told" if any(r["latency_ratio_clear"] is False for r in recs) else ""),
+    )  # fmt: skip
     for col in ("template", "k", f"FLOPs ({funit or '1'})", f"params ({punit or '1'})", "act. memory (MB)",
                 "peak memory (MB)", "latency (ms)", "throughput (img/s)"):  # fmt: skip
         table.add_column(col, justify="right", no_wrap=True)
@@ -67,10 +73,12 @@ def comparison_table(comparison: Comparison) -> Table:
             f"{r['k']:.4g}",
             _cell(r["flops"] / fdiv, r["flops_ratio"], ".3f", ""),
             _cell(r["params"] / pdiv, r["params_ratio"], ".3f", ""),
-            _cell(r["memory_mb"], r["memory_ratio"], ".2f", ""),
-            _cell(r["peak_memory_mb"], r["peak_memory_ratio"], ".2f", ""),
-            _cell(r["latency_ms"], r["latency_ratio"], ".2f", ""),
-            _cell(r["throughput"], r["throughput_ratio"], ".2f", ""),
+            _cell(_mb(r["memory"]), r["memory_ratio"], ".2f", ""),
+            _cell(_mb(r["peak_memory"]), r["peak_memory_ratio"], ".2f", ""),
+            _cell(
+                r["latency_ms"], r["latency_ratio"], ".2f", "", r["latency_iqr_ms"], r["latency_ratio_clear"] is False
+            ),
+            _cell(r["throughput"], r["throughput_ratio"], ".2f", "", None, r["latency_ratio_clear"] is False),
         )
     return table
 
@@ -82,7 +90,7 @@ def flops_check_table(comparison: Comparison) -> Table | None:
     if "flops_thop" not in recs[0]:
         return None
     div, unit = _scale(recs[0]["flops"], _COUNT_UNITS)
-    table = Table(title=f"FLOPs cross-check (MACs, {unit or 'count'}; ratio to analytic)", title_justify="left")
+    table = new_table(f"FLOPs cross-check (MACs, {unit or 'count'}; ratio to analytic)")
     for col in ("template", "analytic", "FlopCounterMode / 2", "thop", "ptflops (aten)"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in recs:
@@ -91,18 +99,6 @@ def flops_check_table(comparison: Comparison) -> Table | None:
                  for v in (r["flops_flop_counter"], r["flops_thop"], r["flops_ptflops"])]  # fmt: skip
         table.add_row(r["template"], f"{ref / div:.4f}", *cells)
     return table
-
-
-def print_wide(console: Console, renderable: Any) -> None:
-    """Print on ``console`` without squeezing columns to its width (80 when output is not a terminal): a table
-    wider than that is printed at its natural width."""
-    needed = console.measure(renderable, options=console.options.update_width(100_000)).maximum
-    if needed <= console.width:
-        console.print(renderable)
-        return
-    colours = cast(Any, console.color_system)  # the name of the system in use: a valid constructor value
-    wide = Console(file=console.file, width=needed, color_system=colours, force_terminal=console.is_terminal)
-    wide.print(renderable)
 
 
 @contextmanager

@@ -8,11 +8,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
-from .render import err_console, fail, out_console, train_progress
+from .checks import check_device, check_weights
+from .render import err_console, fail, new_table, out_console, show, train_progress
 
-__all__ = ["train"]
+__all__ = ["classifier_note", "train"]
+
+
+def classifier_note(spec: Path, data_dir: Path) -> None:
+    """Say, before training, when the data's class count differs from the spec's, so the classifier is replaced."""
+    from ..spec import read_spec
+    from ..timm import spec_num_classes
+    from ..training.data import splits
+
+    train_dir, _ = splits(data_dir)  # a data folder laid out wrong fails here, before any model is built
+    data_classes = sum(1 for p in train_dir.iterdir() if p.is_dir())
+    spec_classes = spec_num_classes(read_spec(spec))
+    if spec_classes is not None and data_classes and spec_classes != data_classes:
+        err_console.print(
+            Text.assemble(("note: ", "yellow"), f"replacing the classifier: the model in {spec} predicts {spec_classes} "
+                          f"classes and {data_dir} has {data_classes}; the new {data_classes}-class head starts fresh"),
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 def train(
@@ -67,6 +85,10 @@ def train(
         from ..training.loop import TrainConfig
         from ..training.loop import train as run_train
 
+        check_device(device)
+        if teacher is not None:  # a zoo teacher without a checkpoint gets its pretrained weights: reachable?
+            zoo = teacher.partition(":")[0] in ("timm", "torchvision")
+            check_weights(zoo and teacher_checkpoint is None, teacher_checkpoint, teacher, "--teacher-checkpoint")
         if device is None:
             import torch
 
@@ -77,6 +99,7 @@ def train(
                              ema=ema, ema_decay=ema_decay, sync_bn=sync_bn, teacher=teacher,
                              teacher_checkpoint=None if teacher_checkpoint is None else str(teacher_checkpoint),
                              kd_temperature=kd_temperature, kd_weight=kd_weight)  # fmt: skip
+        classifier_note(spec, data_dir)
         bars, update = train_progress(err_console)
         try:
             result = run_train(
@@ -96,14 +119,14 @@ def train(
     if as_json:
         sys.stdout.write(json.dumps({"output": str(result.output), "epochs": rows}, indent=2) + "\n")
         return
-    table = Table(title=f"trained {spec} ({result.world_size} process(es))", title_justify="left")
+    table = new_table(f"trained {spec} ({result.world_size} process(es))")
     for col in ("epoch", "train loss", "val loss", "val top-1", "val top-5", "lr", "images/s"):
         table.add_column(col, justify="right")
     fmt = lambda v, spec="{:.4f}": "" if v is None else spec.format(v)  # noqa: E731
     for r in rows:
         table.add_row(str(r["epoch"]), fmt(r["train_loss"]), fmt(r["val_loss"]), fmt(r["val_top1"], "{:.2f}"), fmt(r["val_top5"], "{:.2f}"),
                       fmt(r["lr"], "{:.3g}"), fmt(r["images_per_s"], "{:.1f}"))  # fmt: skip
-    out_console.print(table)
+    show(out_console, table)
     out_console.print(
         f"wrote {result.metrics_csv}, {result.checkpoint} and the trained model in {result.output}", highlight=False
     )

@@ -21,12 +21,8 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -34,10 +30,14 @@ from torch import nn
 from ..errors import UsageError
 from ..groups.graph import trace
 from ..planning.cost import METRICS
-from ..planning.planner import Plan, plan
+from ..planning.planner import plan
 from ..planning.templates import get_template
 from .flop_counters import FlopCounts, count_flops
-from .timing import Timing, check_threads, measure_latency, peak_memory, resolve_device, torch_threads
+from .rows import CHECK_COLUMNS as CHECK_COLUMNS
+from .rows import COLUMNS as COLUMNS
+from .rows import CompareRow as CompareRow
+from .rows import Comparison as Comparison
+from .timing import Timing, check_threads, measure_interleaved, peak_memory, resolve_device, torch_threads
 
 __all__ = ["COLUMNS", "TEMPLATES", "CompareRow", "Comparison", "FlopCounts", "compare", "count_flops"]
 
@@ -48,175 +48,6 @@ MATCHES = (*METRICS, "latency")
 
 Progress = Callable[[str, int, int], None]
 """``progress(message, done, total)``: called before each step (planning, building, timing, counting)."""
-
-_MB = 2.0**20
-
-COLUMNS = (
-    "template",
-    "k",
-    "flops",
-    "flops_ratio",
-    "params",
-    "params_ratio",
-    "memory_mb",
-    "memory_ratio",
-    "peak_memory_mb",
-    "peak_memory_ratio",
-    "latency_ms",
-    "latency_iqr_ms",
-    "latency_ratio",
-    "throughput",
-    "throughput_ratio",
-)
-"""Columns of :meth:`Comparison.records` (and of the CSV), in order; ``flops_*`` counter columns follow when
-FLOPs were cross-checked."""
-
-CHECK_COLUMNS = ("flops_flop_counter", "flops_thop", "flops_ptflops")
-
-
-@dataclass(frozen=True)
-class CompareRow:
-    """One template at matched cost.
-
-    Attributes:
-        template: Template name.
-        k: Width multiplier of the plan.
-        flops: Analytic multiply-accumulates at batch 1.
-        params: Parameters.
-        memory: Analytic activation memory in bytes at batch 1, float32.
-        peak_memory: Measured peak memory of a forward pass at the comparison's batch size, in bytes.
-        latency_ms: Median latency of a forward pass at the comparison's batch size.
-        latency_iqr_ms: Inter-quartile range of the latency measurement.
-        throughput: Images per second.
-        counts: FLOPs from other counters, when cross-checked.
-        plan: The plan behind the row.
-    """
-
-    template: str
-    k: float
-    flops: float
-    params: float
-    memory: float
-    peak_memory: float | None = None
-    latency_ms: float | None = None
-    latency_iqr_ms: float | None = None
-    throughput: float | None = None
-    counts: FlopCounts | None = None
-    plan: Plan | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Every template's row, the base first, and how they were obtained.
-
-    Attributes:
-        rows: One row per template; ``rows[0]`` is ``base``, the reference of every ratio.
-        source: Model source (``timm:resnet50``), when known.
-        model_class: Qualified class name of the model.
-        input_size: Input size without batch.
-        match: Matched metric: ``flops``, ``params``, ``memory`` or ``latency``.
-        tolerance: Tolerance of the match; for latency ``max(requested, noise)``.
-        noise: For latency matching, the relative spread of the base's timings (else ``None``).
-        device: Where the variants were timed.
-        threads: CPU threads torch used while timing.
-        batch_size: Images per timed forward pass.
-        measured: Whether latency and peak memory were measured.
-    """
-
-    rows: tuple[CompareRow, ...]
-    source: str | None
-    model_class: str
-    input_size: tuple[int, ...]
-    match: str
-    tolerance: float
-    noise: float | None
-    device: str
-    threads: int
-    batch_size: int
-    measured: bool
-
-    @property
-    def base(self) -> CompareRow:
-        return self.rows[0]
-
-    def row(self, template: str) -> CompareRow:
-        """The row of ``template`` (name or alias)."""
-        name = get_template(template).name
-        for r in self.rows:
-            if r.template == name:
-                return r
-        raise KeyError(f"template {template!r} is not in this comparison ({', '.join(r.template for r in self.rows)})")
-
-    def records(self) -> list[dict[str, Any]]:
-        """One flat JSON-ready dict per row (keys :data:`COLUMNS`, then the counter columns when checked).
-
-        ``flops`` and ``params`` are counts, ``*_mb`` are MB of 2**20 bytes, ``throughput`` is images/s, and every
-        ``*_ratio`` is the value over base's. Unmeasured values are ``None``.
-        """
-        b = self.base
-        out = []
-        for r in self.rows:
-            rec: dict[str, Any] = {"template": r.template, "k": r.k}
-            for name, value, ref in (
-                ("flops", r.flops, b.flops),
-                ("params", r.params, b.params),
-                ("memory_mb", r.memory / _MB, b.memory / _MB),
-                ("peak_memory_mb", _div(r.peak_memory, _MB), _div(b.peak_memory, _MB)),
-                ("latency_ms", r.latency_ms, b.latency_ms),
-            ):
-                rec[name] = value
-                if name == "latency_ms":
-                    rec["latency_iqr_ms"] = r.latency_iqr_ms
-                rec[name.removesuffix("_mb").removesuffix("_ms") + "_ratio"] = _ratio(value, ref)
-            rec["throughput"] = r.throughput
-            rec["throughput_ratio"] = _ratio(r.throughput, b.throughput)
-            if r.counts is not None:
-                rec["flops_flop_counter"] = r.counts.flop_counter
-                rec["flops_thop"] = r.counts.thop
-                rec["flops_ptflops"] = _finite(r.counts.ptflops)
-            out.append(rec)
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """Settings and :meth:`records`, as one JSON-ready dict."""
-        return {
-            "source": self.source,
-            "model_class": self.model_class,
-            "input_size": list(self.input_size),
-            "match": self.match,
-            "tolerance": self.tolerance,
-            "noise": self.noise,
-            "device": self.device,
-            "threads": self.threads,
-            "batch_size": self.batch_size,
-            "measured": self.measured,
-            "rows": self.records(),
-        }
-
-    def to_csv(self) -> str:
-        """:meth:`records` as CSV text: a header of column names, one line per row, empty cells for ``None``."""
-        records = self.records()
-        columns = list(COLUMNS) + [c for c in CHECK_COLUMNS if any(c in r for r in records)]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for r in records:
-            writer.writerow({c: "" if r.get(c) is None else r[c] for c in columns})
-        return buf.getvalue()
-
-
-def _div(x: float | None, d: float) -> float | None:
-    return None if x is None else x / d
-
-
-def _ratio(x: float | None, ref: float | None) -> float | None:
-    if x is None or ref is None or not ref:
-        return None
-    return x / ref
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def compare(
@@ -317,6 +148,10 @@ def compare(
     rows: list[CompareRow] = []
     used_tol, noise = float(tolerance), None
     base_timing: tuple[Timing, float] | None = None
+    if match != "latency":  # every variant planned and built first, then timed in turns (A B C C B A ...)
+        return _compare_interleaved(model, graph, names, match, source, step, say, total, tolerance=tolerance,
+                                    divisor=divisor, ratio=ratio, scope=scope, device=device, batch_size=batch_size,
+                                    measure=measure, check_flops=check_flops, min_time=min_time, threads=threads)  # fmt: skip
     for name in names:
         built: nn.Module | None = None
         timing: Timing | None = None
@@ -338,16 +173,6 @@ def compare(
             )  # fmt: skip
             p, built, timing, used_tol, noise = lm.plan, lm.model, lm.timing, lm.tolerance, lm.noise
             step(f"{name}: matched latency", n=per - 1 - (1 if check_flops else 0))
-        else:
-            step(f"{name}: planning at matched {match}")
-            p = plan(graph, name, match, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, source=source)
-            if measure:
-                step(f"{name}: building")
-                built = model if name == "base" else apply(model, p)
-                step(f"{name}: timing, peak memory")
-                timing = measure_latency(
-                    built, size, batch_size=batch_size, device=device, min_time=min_time, threads=threads, peak=True
-                )
         counts = None
         if check_flops:
             step(f"{name}: counting FLOPs")
@@ -388,3 +213,58 @@ def compare(
         batch_size=batch_size,
         measured=measure,
     )
+
+
+def _compare_interleaved(
+    model: nn.Module, graph: Any, names: list[str], match: str, source: str | None, step: Any, say: Progress,
+    total: int, *, tolerance: float, divisor: int, ratio: float | None, scope: str, device: str, batch_size: int,
+    measure: bool, check_flops: bool, min_time: float, threads: int | None,
+) -> Comparison:  # fmt: skip
+    """:func:`compare` at an analytic match: plan and build every variant, then time them all in turns, so a drift
+    of the machine's speed hits each alike (see :func:`~redistribute.study.timing.measure_interleaved`)."""
+    from ..surgery.rebuild import apply
+
+    size = tuple(graph.input_shape[1:])
+    plans, built, counts = [], [], []
+    for name in names:
+        step(f"{name}: planning at matched {match}")
+        p = plan(graph, name, match, tolerance=tolerance, divisor=divisor, ratio=ratio, scope=scope, source=source)
+        plans.append(p)
+        m = None
+        if measure or check_flops:
+            if measure:
+                step(f"{name}: building")
+            m = model if name == "base" else apply(model, p)
+        if check_flops:
+            step(f"{name}: counting FLOPs")
+            with torch_threads(check_threads(threads)):
+                counts.append(count_flops(m, size))
+        else:
+            counts.append(None)
+        built.append(m if measure else None)
+    timings: list[Timing | None] = [None] * len(names)
+    if measure:
+        step(f"timing {len(names)} variants in turns, peak memory", n=len(names))
+        timings = list(measure_interleaved([m for m in built if m is not None], size, batch_size=batch_size,
+                                           device=device, min_time=min_time, threads=threads, peak=True))  # fmt: skip
+    rows = tuple(
+        CompareRow(
+            template=p.template,
+            k=p.k,
+            flops=p.cost.flops,
+            params=p.cost.params,
+            memory=p.cost.memory,
+            peak_memory=None if t is None or t.peak_memory is None else float(t.peak_memory),
+            latency_ms=None if t is None else t.median_ms,
+            latency_iqr_ms=None if t is None else t.iqr_ms,
+            throughput=None if t is None else t.throughput,
+            counts=c,
+            plan=p,
+        )
+        for p, t, c in zip(plans, timings, counts, strict=True)
+    )
+    say("done", total, total)
+    return Comparison(rows=rows, source=source, model_class=graph.model_class, input_size=size, match=match,
+                      tolerance=float(tolerance), noise=None,
+                      device=str(resolve_device(device)) if measure else device, threads=check_threads(threads),
+                      batch_size=batch_size, measured=measure)  # fmt: skip

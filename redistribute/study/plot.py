@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from .comparison import Comparison
 
-__all__ = ["layer_widths", "metric_label", "plans_from_specs", "plot_comparison", "plot_plans"]
+__all__ = ["layer_widths", "metric_label", "plans_from_specs", "plot_comparison", "plot_plans", "width_ticks"]
 
 
 def layer_widths(plan: Plan) -> list[tuple[str, int, int]]:
@@ -61,11 +61,31 @@ def _fmt(metric: str, value: float) -> str:
 
 
 def metric_label(plan: Plan) -> str:
-    """``"d · 4.090 GFLOPs (1.000x)"``: the template and the matched metric, with its ratio to the base."""
+    """``"d · 4.090 GFLOPs (1.000x) · params 0.315x"``: the template, the matched metric with its ratio to the
+    base, and the parameter ratio (when params is not the matched metric)."""
     metric = plan.match if plan.match in ("flops", "params", "memory") else "flops"
     value, base = plan.cost.get(metric), plan.base_cost.get(metric)
     ratio = f" ({value / base:.3f}x)" if base else ""
-    return f"{plan.template} · {_fmt(metric, value)}{ratio}"
+    params, base_params = plan.cost.get("params"), plan.base_cost.get("params")
+    extra = f" · params {params / base_params:.3f}x" if metric != "params" and base_params else ""
+    return f"{plan.template} · {_fmt(metric, value)}{ratio}{extra}"
+
+
+def width_ticks(lo: int, hi: int) -> list[int]:
+    """Ticks of the width axis: the smallest width itself, then powers of two up to the first at or above ``hi``
+    (a power of two within 20 % above ``lo`` is left out, so labels do not collide).
+
+    Example:
+        >>> width_ticks(24, 600)
+        [24, 32, 64, 128, 256, 512, 1024]
+    """
+    lo, hi = max(int(lo), 1), max(int(hi), 2)
+    powers = [2**e for e in range(math.ceil(math.log2(lo)), math.ceil(math.log2(hi)) + 1)]
+    return sorted({lo, *(t for t in powers if t >= lo * 1.2)})
+
+
+def _model_name(plan: Plan) -> str:
+    return plan.source or plan.graph.model_class.rsplit(".", 1)[-1]
 
 
 def plot_plans(
@@ -106,7 +126,7 @@ def plot_plans(
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.ticker import FixedLocator, NullLocator
+        from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
     except ImportError:
         raise UsageError("plotting needs matplotlib. Hint: pip install 'redistribute[plot]'") from None
     n = len(plans)
@@ -117,7 +137,8 @@ def plot_plans(
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     all_widths = [w for p in plans for _, b, nw in layer_widths(p) for w in (b, nw)]
     lo, hi = (min(all_widths), max(all_widths)) if all_widths else (1, 2)
-    ticks = [2**e for e in range(math.floor(math.log2(max(lo, 1))), math.ceil(math.log2(max(hi, 2))) + 1)]
+    ticks = width_ticks(lo, hi)
+    models = {_model_name(p) for p in plans}  # specs of several models: each panel names its own
     colours = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
     for i, p in enumerate(plans):
         ax: Any = axes[i // ncols][i % ncols]
@@ -131,8 +152,11 @@ def plot_plans(
         ax.yaxis.set_major_locator(FixedLocator(ticks))
         ax.yaxis.set_minor_locator(NullLocator())
         ax.set_yticklabels([str(t) for t in ticks])
+        ax.set_ylim(ticks[0] / 1.15, ticks[-1] * 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are counted: no 2.5th layer
         ax.set_xlim(-0.5, max(len(rows) - 0.5, 0.5))
-        ax.set_title(titles[i] if titles is not None else metric_label(p), fontsize=10)
+        title = titles[i] if titles is not None else metric_label(p)
+        ax.set_title(f"{_model_name(p)}\n{title}" if len(models) > 1 else title, fontsize=10)
         ax.set_xlabel("layer (depth order)", fontsize=8)
         if i % ncols == 0:
             ax.set_ylabel("filters", fontsize=8)
@@ -141,7 +165,7 @@ def plot_plans(
         ax.legend(fontsize=7, loc="upper left", frameon=False)
     for j in range(n, nrows * ncols):
         fig.delaxes(axes[j // ncols][j % ncols])
-    head = suptitle if suptitle is not None else (plans[0].source or plans[0].graph.model_class.rsplit(".", 1)[-1])
+    head = suptitle if suptitle is not None else (_model_name(plans[0]) if len(models) == 1 else None)
     if head:
         fig.suptitle(head, fontsize=11)
     if path is not None:
@@ -174,7 +198,8 @@ def plot_comparison(comparison: Comparison, path: str | os.PathLike[str] | None 
             continue
         plans.append(r.plan)
         if comparison.match == "latency" and r.latency_ms is not None and base_ms:
-            titles.append(f"{r.template} · {_fmt('latency', r.latency_ms)} ({r.latency_ms / base_ms:.3f}x)")
+            titles.append(f"{r.template} · {_fmt('latency', r.latency_ms)} ({r.latency_ms / base_ms:.3f}x)"
+                          f" · params {r.params / comparison.base.params:.3f}x")  # fmt: skip
         else:
             titles.append(metric_label(r.plan))
     kwargs.setdefault("suptitle", f"{comparison.source or comparison.model_class} at matched {comparison.match}")

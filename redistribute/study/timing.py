@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import time
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_THREADS",
     "Timing",
     "check_threads",
+    "measure_interleaved",
     "measure_latency",
     "peak_memory",
     "relative_spread",
@@ -210,37 +212,103 @@ def measure_latency(
         >>> t.blocks >= 3 and abs(t.throughput - 2 / (t.median_ms / 1000)) < 1e-6
         True
     """
-    from torch.utils import benchmark
-
     _check_batch(batch_size)
     dev = resolve_device(device)
     n_threads = check_threads(threads)
     x = torch.randn(batch_size, *input_size, device=dev)
     with _on_device(model, dev) as m, torch.no_grad(), torch_threads(n_threads):
-        timer = benchmark.Timer(stmt="model(x)", globals={"model": m, "x": x}, num_threads=n_threads)
-        start = time.perf_counter()
-        per_call = 0.0
-        peak_bytes = None
-        while per_call == 0.0 or time.perf_counter() - start < warmup:
-            t0 = time.perf_counter()
-            if peak and peak_bytes is None and dev.type == "cpu":
-                peak_bytes = _peak_pass(m, x, dev)
-            else:
-                timer.timeit(1)
-            per_call = time.perf_counter() - t0
-        if peak and peak_bytes is None:
-            peak_bytes = _peak_pass(m, x, dev)
-        number = max(1, int(_BLOCK_SECONDS / max(per_call, 1e-9)))
+        timer, number, peak_bytes = _warm_up(m, x, dev, n_threads, warmup, peak)
         times: list[float] = []
         start = time.perf_counter()
         while len(times) < max_blocks and (len(times) < min_blocks or time.perf_counter() - start < min_time):
             times.append(timer.timeit(number).mean)
+    return _timing(times, number, batch_size, dev, n_threads, peak_bytes)
+
+
+def _warm_up(m: nn.Module, x: torch.Tensor, dev: torch.device, n_threads: int, warmup: float, peak: bool) -> Any:
+    """A ``Timer`` for ``m(x)`` after ``warmup`` seconds of untimed calls, the calls per ~10 ms block, and the peak
+    bytes of one pass when ``peak``."""
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer(stmt="model(x)", globals={"model": m, "x": x}, num_threads=n_threads)
+    start = time.perf_counter()
+    per_call = 0.0
+    peak_bytes = None
+    while per_call == 0.0 or time.perf_counter() - start < warmup:
+        t0 = time.perf_counter()
+        if peak and peak_bytes is None and dev.type == "cpu":
+            peak_bytes = _peak_pass(m, x, dev)
+        else:
+            timer.timeit(1)
+        per_call = time.perf_counter() - t0
+    if peak and peak_bytes is None:
+        peak_bytes = _peak_pass(m, x, dev)
+    return timer, max(1, int(_BLOCK_SECONDS / max(per_call, 1e-9))), peak_bytes
+
+
+def _timing(
+    times: list[float], number: int, batch_size: int, dev: torch.device, n_threads: int, peak: int | None
+) -> Timing:
     ms = [t * 1000.0 for t in times]
     iqr = 0.0
     if len(ms) >= 2:
         q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
         iqr = q3 - q1
-    return Timing(statistics.median(ms), iqr, len(ms), number, batch_size, str(dev), n_threads, peak_bytes)
+    return Timing(statistics.median(ms), iqr, len(ms), number, batch_size, str(dev), n_threads, peak)
+
+
+def measure_interleaved(
+    models: list[nn.Module],
+    input_size: tuple[int, ...],
+    *,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    warmup: float = 0.25,
+    min_time: float = 1.0,
+    min_blocks: int = 5,
+    threads: int | None = None,
+    peak: bool = False,
+) -> list[Timing]:
+    """Time several models in turns, A B C C B A A B C ..., one ~10 ms block each per turn.
+
+    A drift of the machine's speed (another job starting, a clock change) then hits every model alike instead of
+    whichever was timed at the time, so their ratios stay comparable. Each model is warmed up first; the timing
+    goes on until every model has had ``min_time`` seconds of blocks in total and at least ``min_blocks`` blocks.
+
+    Args:
+        models: The models; none is modified.
+        input_size, batch_size, device, warmup, threads, peak: As for :func:`measure_latency`.
+        min_time: Seconds of timed blocks per model (the whole call takes about ``len(models)`` times as long).
+        min_blocks: Blocks per model at least.
+
+    Returns:
+        One :class:`Timing` per model, in order.
+
+    Example:
+        >>> import timm
+        >>> a, b = timm.create_model("test_resnet"), timm.create_model("test_vit")
+        >>> ta, tb = measure_interleaved([a, b], (3, 64, 64), min_time=0.05)
+        >>> ta.blocks >= 5 and tb.blocks >= 5
+        True
+    """
+    _check_batch(batch_size)
+    dev = resolve_device(device)
+    n_threads = check_threads(threads)
+    x = torch.randn(batch_size, *input_size, device=dev)
+    with contextlib.ExitStack() as stack, torch.no_grad(), torch_threads(n_threads):
+        ready = [_warm_up(stack.enter_context(_on_device(m, dev)), x, dev, n_threads, warmup, peak) for m in models]
+        times: list[list[float]] = [[] for _ in models]
+        spent = [0.0] * len(models)
+        turn = 0
+        while any(s < min_time or len(t) < min_blocks for s, t in zip(spent, times, strict=True)):
+            order = range(len(models)) if turn % 2 == 0 else range(len(models) - 1, -1, -1)
+            for i in order:
+                timer, number, _ = ready[i]
+                t0 = time.perf_counter()
+                times[i].append(timer.timeit(number).mean)
+                spent[i] += time.perf_counter() - t0
+            turn += 1
+    return [_timing(t, r[1], batch_size, dev, n_threads, r[2]) for t, r in zip(times, ready, strict=True)]
 
 
 class _LiveTensorBytes(TorchDispatchMode):

@@ -156,7 +156,7 @@ def test_templates_lists_every_builtin():
     rows = {r["name"]: r for r in json.loads(res.stdout)}
     assert {"base", "a", "b", "c", "d", "e"} <= set(rows)
     assert rows["d"]["alias"] == "peak"
-    assert rows["d"]["T(p) at p=0,.25,.5,.75,1 (r=8)"] == [0.125, 0.562, 1.0, 0.562, 0.125]
+    assert rows["d"]["samples"] == [0.125, 0.562, 1.0, 0.562, 0.125] and rows["d"]["r"] == 8
 
 
 def test_inspect_lists_groups_with_fixed_reasons():

@@ -1,0 +1,63 @@
+"""Start-up: ``--help``, ``-h``, ``--version`` and ``templates`` never import torch, timm or matplotlib."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = {"torch", "timm", "matplotlib", "torchvision"}
+
+
+def _imported(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "redistribute", *args],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)  # fmt: skip
+    names = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    return res, names
+
+
+@pytest.mark.parametrize("args", [("--help",), ("-h",), ("--version",), ("templates",), ("templates", "--json")])
+def test_light_commands_do_not_import_torch(args):
+    res, names = _imported(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "redistribute.cli.commands" in names  # the probe sees our imports at all
+    assert not (HEAVY & names), HEAVY & names
+
+
+def test_version_prints_the_package_version(cli):
+    from redistribute.version import __version__
+
+    res = cli("--version")
+    assert res.exit_code == 0 and res.stdout.strip() == f"redistribute {__version__}"
+
+
+def test_dash_h_is_help_everywhere(cli):
+    for args in (("-h",), ("compare", "-h"), ("timm:resnet18", "-h")):
+        res = cli(*args)
+        assert res.exit_code == 0 and "Usage" in res.stdout, (args, res.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (("--bogus",), "see 'redistribute --help'"),
+        (("timm:test_resnet", "--divisor", "x"), "see 'redistribute --help'"),
+        (("compare", "timm:test_resnet", "--bogus"), "see 'redistribute compare --help'"),
+        (("inspect",), "see 'redistribute inspect --help'"),
+    ],
+)
+def test_malformed_command_lines_are_one_line_naming_the_typed_command(fails, args, hint):
+    line = fails(*args, code=2)
+    assert hint in line and "redistribute run" not in line
+
+
+def test_help_of_the_default_command_does_not_name_run(cli):
+    res = cli("timm:test_resnet", "-h")
+    assert res.exit_code == 0 and "redistribute [OPTIONS]" in res.stdout and "redistribute run" not in res.stdout
+    typed = cli("run", "timm:test_resnet", "--bogus")  # the user typed `run`: the hint names it
+    assert typed.exit_code == 2 and "see 'redistribute run --help'" in typed.stderr
