@@ -235,7 +235,8 @@ def _headless(graph: ChannelGraph, wanted: dict[str, int]) -> ChannelGraph:
     if not any(g.fixed == _OUTPUT and g.signature in wanted for g in graph.groups):
         return graph
     groups = tuple(replace(g, fixed=None) if g.fixed == _OUTPUT and g.signature in wanted else g for g in graph.groups)
-    return replace(graph, groups=groups)
+    # the output now follows a free group's width: the rebuild check runs the forward but has no base shape to keep
+    return replace(graph, groups=groups, output_shapes=())
 
 
 def spec_to_plan(spec: dict[str, Any], model: nn.Module) -> Plan:

@@ -131,7 +131,6 @@ def run(
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
     """Redistribute MODEL's filters following a template at the base model's cost."""
-    made_dir = False
     try:
         with ExitStack() as stack:
             from ..io import prepare_out_dir
@@ -210,8 +209,6 @@ def run(
                 summary["outputs"] = {name.split(".")[0]: str(out_dir / name) for name in outputs}
                 summary["weights"] = weights_origin
     except Exception as exc:  # mapped to one line and an exit code
-        if made_dir and out is not None and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # the folder this run made for a result it could not write
         fail(exc, debug)
         return
     print_result(summary, model, as_json=as_json, latency=None if lm is None else lm.describe())
