@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from ..errors import UsageError
 from .render import err_console, fail, one_line, out_console, print_summary, print_transfer
+from .study import study
 from .train import train
 
 __all__ = ["app", "main"]
@@ -350,6 +351,7 @@ def plot(
 
 
 app.command("train")(train)
+app.command("study")(study)
 
 
 def _terminate(signum: int, frame: object) -> None:
