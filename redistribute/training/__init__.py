@@ -17,6 +17,7 @@ _EXPORTS = {
     "TrainProgress": ".loop",
     "TrainResult": ".loop",
     "train": ".loop",
+    "train_model": ".loop",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)
