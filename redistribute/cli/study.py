@@ -81,6 +81,9 @@ def study(
     workers: Annotated[int, typer.Option(help="data-loading processes per run")] = 2,
     divisor: Annotated[int, typer.Option(help="widths are multiples of this")] = 8,
     measure: Annotated[bool, typer.Option(help="time each trained model (--no-measure: skip)")] = True,
+    verify: Annotated[
+        bool, typer.Option(help="open every data file before training (--no-verify: only each class's first)")
+    ] = True,
     min_time: Annotated[float, typer.Option("--min-time", help="seconds each latency measurement lasts")] = 1.0,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="where archives are extracted")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print study.json instead of the table")] = False,
@@ -108,7 +111,7 @@ def study(
             result = run_study(model, data, templates=templates.split(","), match=match, seeds=seeds, config=config,
                                init=init, checkpoint=checkpoint, out=out, executor=executor, executor_options=options,
                                limit_train=limit_train, limit_val=limit_val, cache_dir=cache_dir, divisor=divisor,
-                               measure=measure, min_time=min_time, progress=update)  # fmt: skip
+                               measure=measure, verify=verify, min_time=min_time, progress=update)  # fmt: skip
         finally:
             if bars.live.is_started:
                 bars.stop()

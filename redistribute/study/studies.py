@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,6 +66,13 @@ def _run_name(template: str, seed: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', template)}-seed{seed}"
 
 
+def _settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """A run spec without what does not change its numbers (CPU threads, data-loading processes, latency timing)."""
+    kept = {k: v for k, v in spec.items() if k not in ("threads", "min_time", "measure")}
+    kept["train"] = {k: v for k, v in dict(spec.get("train") or {}).items() if k != "workers"}
+    return kept
+
+
 def _seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:
     chosen = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
     if not chosen or len(set(chosen)) != len(chosen):
@@ -90,6 +98,7 @@ def run_study(
     cache_dir: str | os.PathLike[str] | None = None,
     divisor: int = 8,
     measure: bool = True,
+    verify: bool = True,
     min_time: float = 1.0,
     threads: int | None = None,
     progress: Callable[[StudyProgress], None] | None = None,
@@ -114,6 +123,8 @@ def run_study(
         cache_dir: Where archives are extracted (default ``~/.cache/redistribute/data``).
         divisor: Width divisor of the plans.
         measure: Time each trained model (batch 1, on ``config.device``).
+        verify: Open every data file before training (:meth:`StudyData.verify`), so an unreadable one stops the
+            study before it starts rather than in the middle of a run.
         min_time: Seconds each latency measurement lasts at least.
         threads: CPU threads torch trains with in every run (default: this process's count).
         progress: Called with :class:`StudyProgress` events.
@@ -143,6 +154,8 @@ def run_study(
     if checkpoint is not None:
         init = "checkpoint"
     ds = load_data(data, limit_train=limit_train, limit_val=limit_val, cache_dir=cache_dir)
+    if verify:
+        ds.verify()
     if len(ds.train) // opts.nproc_per_node < cfg.batch_size:  # type: ignore[arg-type]
         raise DataError(
             f"{len(ds.train)} training items do not fill one batch of {cfg.batch_size}. Hint: lower --batch-size"  # type: ignore[arg-type]
@@ -173,9 +186,7 @@ def run_study(
         done = read_result(run_dir)
         if done is not None:
             old = json.loads((run_dir / RUN_SPEC).read_text(encoding="utf-8")) if (run_dir / RUN_SPEC).is_file() else {}
-            if {k: v for k, v in old.items() if k != "threads"} != {
-                k: v for k, v in spec.to_dict().items() if k != "threads"
-            }:
+            if _settings(old) != _settings(spec.to_dict()):
                 raise OutputError(
                     f"run {spec.name} in {str(root)!r} was made with other settings. Hint: use a new --out, or "
                     f"delete {run_dir} to redo it"

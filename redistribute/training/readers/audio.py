@@ -85,6 +85,22 @@ class AudioFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def verify(self) -> None:
+        """Read every file's header with soundfile and check its sample rate.
+
+        Raises:
+            DataError: Naming the first file that is not a readable WAV at the transform's sample rate.
+        """
+        import soundfile
+
+        for path, _ in self.samples:
+            try:
+                rate = soundfile.info(str(path)).samplerate
+            except (soundfile.SoundFileError, OSError, RuntimeError) as exc:
+                raise DataError(f"cannot read audio {path}: {exc}") from None
+            if rate != self.transform.sample_rate:
+                raise DataError(f"audio {path} has sample rate {rate} Hz, expected {self.transform.sample_rate} Hz")
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         return (self.transform.read(path) - self.mean) / self.std, label

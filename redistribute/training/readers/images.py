@@ -55,6 +55,19 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def verify(self) -> None:
+        """Open every file and check it is a whole image (PIL's ``verify``: no pixel decoding).
+
+        Raises:
+            DataError: Naming the first file that is not a readable image.
+        """
+        for path, _ in self.samples:
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise DataError(f"cannot read image {path}: {exc}") from None
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         image = decode_image(path, self.mode, self.input_size[1:])

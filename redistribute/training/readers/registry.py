@@ -66,6 +66,17 @@ class StudyData:
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
+    def verify(self) -> None:
+        """Check that every file of both splits can be read (datasets held in memory need no check).
+
+        Raises:
+            DataError: Naming the first unreadable file.
+        """
+        for split in (self.train, self.val):
+            check = getattr(split, "verify", None)
+            if callable(check):
+                check()
+
 
 @dataclass(frozen=True)
 class ReadOptions:
