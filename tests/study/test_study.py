@@ -201,6 +201,10 @@ def test_torchrun_gives_the_local_numbers(done: Any, cache: Path, tmp_path: Path
                 executor_options=ExecutorOptions(nproc_per_node=1))  # fmt: skip
     assert one.runs[0].world_size == 1
     same_numbers(one.runs[0], done.runs[1])
+    two = study(tmp_path / "ddp", cache, templates=["d"], executor="torchrun",
+                executor_options=ExecutorOptions(nproc_per_node=2))  # fmt: skip
+    assert two.runs[0].world_size == 2 and (tmp_path / "ddp" / "runs" / "d-seed0" / "train" / "metrics.csv").is_file()
+    assert two.runs[0].params == done.runs[1].params and 0 <= two.runs[0].top1 <= 100
 
 
 @pytest.mark.parametrize(
