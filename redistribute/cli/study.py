@@ -69,7 +69,9 @@ def study(
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="ray: cluster address (default: a local Ray)")
     ] = None,
-    gpus_per_run: Annotated[float, typer.Option("--gpus-per-run", help="ray: GPUs per run")] = 0.0,
+    gpus_per_run: Annotated[
+        float | None, typer.Option("--gpus-per-run", help="ray: GPUs per run (default: 1 on cuda, else 0)")
+    ] = None,
     limit_train: Annotated[
         int | None, typer.Option("--limit-train", help="class-balanced subset of the training set")
     ] = None,
@@ -105,7 +107,8 @@ def study(
             device = "cuda" if torch.cuda.is_available() else "cpu"
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay,
                              workers=workers, device=device, amp=amp, channels_last=channels_last)  # fmt: skip
-        options = ExecutorOptions(nproc_per_node=nproc_per_node, ray_address=ray_address, gpus_per_run=gpus_per_run)
+        gpus = gpus_per_run if gpus_per_run is not None else 1.0 if device.startswith("cuda") else 0.0
+        options = ExecutorOptions(nproc_per_node=nproc_per_node, ray_address=ray_address, gpus_per_run=gpus)
         bars, update = _progress()
         try:
             result = run_study(model, data, templates=templates.split(","), match=match, seeds=seeds, config=config,

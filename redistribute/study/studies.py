@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -145,6 +146,8 @@ def run_study(
     cfg = config or TrainConfig()
     opts = executor_options or ExecutorOptions()
     runner = get_executor(executor, opts)
+    if importlib.util.find_spec("matplotlib") is None:  # study.png is drawn at the end: say so before training
+        raise UsageError("the study draws study.png with matplotlib. Hint: pip install 'redistribute[study]'")
     names = [str(t).strip() for t in templates if str(t).strip()]
     if not names or len(set(names)) != len(names):
         raise UsageError(f"templates {list(templates)!r} are invalid: give distinct names (e.g. base,a,b,c,d,e)")

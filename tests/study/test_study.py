@@ -152,6 +152,10 @@ def test_bad_options_fail_before_training(tmp_path: Path, cache: Path, monkeypat
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(UsageError, match=r"pip install 'redistribute\[ray\]'"):
         study(tmp_path / "o", cache, executor="ray")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(UsageError, match=r"study.png .*pip install 'redistribute\[study\]'"):
+        study(tmp_path / "o", cache)
+    monkeypatch.delitem(sys.modules, "matplotlib")
     with pytest.raises(UsageError, match="templates"):
         study(tmp_path / "o", cache, templates=["d", "d"])
     with pytest.raises(DataError, match="do not fill one batch of 500"):
