@@ -67,6 +67,21 @@ def _run_name(template: str, seed: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', template)}-seed{seed}"
 
 
+def _absolute(model: str, data: str) -> tuple[str, str]:
+    """The model file and data paths made absolute, so a run spec means the same in any process's working folder."""
+    from ..training.readers import reader_names
+
+    path, _, factory = model.rpartition(":")
+    if path.endswith(".py"):
+        model = f"{Path(path).resolve()}:{factory}"
+    name, sep, arg = data.partition(":")
+    if sep and name in reader_names() and arg and Path(arg).exists():
+        data = f"{name}:{Path(arg).resolve()}"
+    elif not sep and Path(data).is_dir():
+        data = str(Path(data).resolve())
+    return model, data
+
+
 def _settings(spec: dict[str, Any]) -> dict[str, Any]:
     """A run spec without what does not change its numbers (CPU threads, data-loading processes, latency timing)."""
     kept = {k: v for k, v in spec.items() if k not in ("threads", "min_time", "measure")}
@@ -177,8 +192,9 @@ def run_study(
             f"cannot create study folder {str(root)!r}: {exc.strerror}. Hint: choose a writable --out"
         ) from exc
     train_fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed"}
-    common = dict(model=model, data=data, limit_train=limit_train, limit_val=limit_val,
-                  cache_dir=None if cache_dir is None else str(cache_dir), init=init, checkpoint=ckpt, match=match,
+    abs_model, abs_data = _absolute(model, data)
+    common = dict(model=abs_model, data=abs_data, limit_train=limit_train, limit_val=limit_val,
+                  cache_dir=None if cache_dir is None else str(Path(cache_dir).resolve()), init=init, checkpoint=ckpt, match=match,
                   divisor=divisor, train=train_fields, measure=measure, min_time=min_time,
                   threads=threads or torch.get_num_threads())  # fmt: skip
     specs = [RunSpec(name=_run_name(t, s), template=t, seed=s, **common) for t in names for s in seed_list]  # type: ignore[arg-type]
