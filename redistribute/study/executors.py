@@ -187,18 +187,22 @@ class RayExecutor:
     def run(self, jobs: Sequence[Job], report: Report | None) -> None:
         import ray
 
-        if not ray.is_initialized():
-            if self.options.ray_address is None:  # a local Ray: its workers import this package too
-                env = {"env_vars": {"PYTHONPATH": _package_path()}}
-                ray.init(runtime_env=env, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=self.options.ray_address, log_to_driver=False)
-        task = ray.remote(num_cpus=self.options.cpus_per_run, num_gpus=self.options.gpus_per_run)(_ray_task)
-        pending = {task.remote(spec.to_dict(), str(run_dir)): (spec, run_dir) for spec, run_dir in jobs}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            spec, run_dir = pending.pop(done[0])
-            result = RunResult.from_dict(ray.get(done[0]))
-            atomic_write_text(run_dir / RESULT, json.dumps(result.to_dict(), indent=2) + "\n")
-            if report is not None:
-                report(ExecutorEvent(spec.name, result=result))
+        started = not ray.is_initialized()  # a Ray this executor starts, it also stops
+        if started and self.options.ray_address is None:  # a local Ray: its workers import this package too
+            env = {"env_vars": {"PYTHONPATH": _package_path()}}
+            ray.init(runtime_env=env, include_dashboard=False, log_to_driver=False)
+        elif started:
+            ray.init(address=self.options.ray_address, log_to_driver=False)
+        try:
+            task = ray.remote(num_cpus=self.options.cpus_per_run, num_gpus=self.options.gpus_per_run)(_ray_task)
+            pending = {task.remote(spec.to_dict(), str(run_dir)): (spec, run_dir) for spec, run_dir in jobs}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                spec, run_dir = pending.pop(done[0])
+                result = RunResult.from_dict(ray.get(done[0]))
+                atomic_write_text(run_dir / RESULT, json.dumps(result.to_dict(), indent=2) + "\n")
+                if report is not None:
+                    report(ExecutorEvent(spec.name, result=result))
+        finally:
+            if started:
+                ray.shutdown()
