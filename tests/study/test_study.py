@@ -225,3 +225,29 @@ def test_example_models_redistribute(source: str, size: tuple[int, int, int]) ->
     model, p = redistribute(base, "d", "flops", input_size=size)
     assert p.cost.flops == pytest.approx(p.base_cost.flops, rel=0.005) and p.changed()
     assert model(torch.randn(2, *size)).shape == (2, 10)
+
+
+def test_summary_over_seeds(tmp_path: Path) -> None:
+    from redistribute.study.results import StudyResult, summarise
+    from redistribute.study.runs import RunResult
+
+    def run(template: str, seed: int, top1: float, params: float, latency: float) -> RunResult:
+        return RunResult(f"{template}-seed{seed}", template, seed, top1, 90.0 + seed, 1.0, 1.1, params, 1e6, 2e5,
+                         latency, 1000 / latency, 3.0, 2, 1, 1.0)  # fmt: skip
+
+    runs = [run("base", 0, 70.0, 4e5, 2.0), run("base", 1, 72.0, 4e5, 4.0), run("c", 0, 71.0, 1e5, 1.0),
+            run("c", 1, 74.0, 1e5, 2.0)]  # fmt: skip
+    rows = summarise(runs, ["base", "c"])
+    assert (rows[0].top1, rows[0].top1_std) == pytest.approx((71.0, 2**0.5))
+    assert (rows[1].top1, rows[1].top1_std, rows[1].top5) == pytest.approx((72.5, 4.5**0.5, 90.5))
+    assert rows[1].latency_ms == 1.5 and rows[1].ratios == {"params": 0.25, "flops": 1.0, "memory": 1.0,
+                                                              "latency_ms": 0.5}  # fmt: skip
+    result = StudyResult("m", "data", tmp_path, {"epochs": 2}, ("base", "c"), (0, 1), tuple(runs), rows)
+    table = result.to_markdown()
+    assert "| top-1 % (mean ± std, 2 seeds) | 71.00 ± 1.41 | 72.50 ± 2.12 |" in table
+    assert "| params | 400.0 K (1.00x) | 100.0 K (0.25x) |" in table
+    assert "| latency (batch 1) | 3.000 ms (1.00x) | 1.500 ms (0.50x) |" in table
+    paths = result.write()
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG" and len(paths["csv"].read_text().splitlines()) == 5
+    ax = plot_study(result).axes[0]
+    assert [float(c.lines[0].get_ydata()[0]) for c in ax.containers] == [71.0, 72.5]
