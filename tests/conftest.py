@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from redistribute.study.flop_counters import sdpa_on_cpu
 
 INPUT = (3, 32, 32)
+
+#: The shared real data sets (CIFAR-10, FSDD tars): ``$REDISTRIBUTE_DATA``, else ``../shared/data`` beside the repo.
+SHARED_DATA = Path(
+    os.environ.get("REDISTRIBUTE_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

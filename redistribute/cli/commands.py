@@ -36,6 +36,7 @@ from .render import (
     print_result,
     show,
 )
+from .study import study
 from .train import train
 
 __all__ = ["app", "main"]
@@ -364,6 +365,7 @@ def plot(
 
 
 app.command("train")(train)
+app.command("study")(study)
 
 
 def _terminate(signum: int, frame: object) -> None:

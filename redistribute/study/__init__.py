@@ -5,6 +5,11 @@ builds it (:mod:`redistribute.surgery`) and measures latency, throughput and pea
 (:mod:`~redistribute.study.timing`, :mod:`~redistribute.study.latency` for latency-matched plans). Hands on a
 :class:`~redistribute.study.comparison.Comparison` (rows per template) and plots of width per layer
 (:mod:`~redistribute.study.plot`). :mod:`~redistribute.study.flop_counters` cross-checks FLOPs with torch's counter.
+
+The accuracy study (:func:`~redistribute.study.studies.run_study`): every template and seed redistributed, trained
+under one recipe and measured (:mod:`~redistribute.study.runs`), on an executor (:mod:`~redistribute.study.executors`:
+local, torchrun, Ray; :mod:`~redistribute.study.worker` runs one run in a subprocess), summarised in
+:mod:`~redistribute.study.results`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ _EXPORTS = {
     "peak_memory": ".timing",
     "plot_comparison": ".plot",
     "plot_plans": ".plot",
+    "ExecutorOptions": ".executors",
+    "register_executor": ".executors",
+    "RunResult": ".runs",
+    "RunSpec": ".runs",
+    "StudyProgress": ".studies",
+    "run_study": ".studies",
+    "StudyResult": ".results",
+    "TemplateRow": ".results",
+    "plot_study": ".results",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -30,7 +30,15 @@ if TYPE_CHECKING:
 
     from .comparison import Comparison
 
-__all__ = ["layer_widths", "metric_label", "plans_from_specs", "plot_comparison", "plot_plans", "width_ticks"]
+__all__ = [
+    "draw_plans",
+    "layer_widths",
+    "metric_label",
+    "plans_from_specs",
+    "plot_comparison",
+    "plot_plans",
+    "width_ticks",
+]
 
 
 def layer_widths(plan: Plan) -> list[tuple[str, int, int]]:
@@ -126,14 +134,36 @@ def plot_plans(
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
     except ImportError:
         raise UsageError("plotting needs matplotlib. Hint: pip install 'redistribute[plot]'") from None
+    ncols = min(3, len(plans))
+    fig = Figure(figsize=(4.6 * ncols, 3.4 * math.ceil(len(plans) / ncols)), layout="constrained")
+    FigureCanvasAgg(fig)
+    draw_plans(fig, plans, titles)
+    models = {_model_name(p) for p in plans}
+    head = suptitle if suptitle is not None else (_model_name(plans[0]) if len(models) == 1 else None)
+    if head:
+        fig.suptitle(head, fontsize=11)
+    if path is not None:
+        from ..io import atomic_path
+
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=dpi)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write plot {os.fspath(path)!r}: {exc.strerror or exc}. Hint: choose a writable path"
+            ) from exc
+    return fig
+
+
+def draw_plans(fig: Any, plans: Sequence[Plan], titles: Sequence[str] | None = None) -> list[Any]:
+    """Draw :func:`plot_plans`'s panels into ``fig`` (a matplotlib ``Figure`` or ``SubFigure``); returns the axes."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+
     n = len(plans)
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     all_widths = [w for p in plans for _, b, nw in layer_widths(p) for w in (b, nw)]
     lo, hi = (min(all_widths), max(all_widths)) if all_widths else (1, 2)
@@ -165,20 +195,7 @@ def plot_plans(
         ax.legend(fontsize=7, loc="upper left", frameon=False)
     for j in range(n, nrows * ncols):
         fig.delaxes(axes[j // ncols][j % ncols])
-    head = suptitle if suptitle is not None else (_model_name(plans[0]) if len(models) == 1 else None)
-    if head:
-        fig.suptitle(head, fontsize=11)
-    if path is not None:
-        from ..io import atomic_path
-
-        try:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=dpi)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot write plot {os.fspath(path)!r}: {exc.strerror or exc}. Hint: choose a writable path"
-            ) from exc
-    return fig
+    return [axes[i // ncols][i % ncols] for i in range(n)]
 
 
 def plot_comparison(comparison: Comparison, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Figure:

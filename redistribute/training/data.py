@@ -1,4 +1,5 @@
-"""What a training run needs before its first step: the image folders, timm's loaders and the process group."""
+"""What a training run needs before its first step: the image folders, timm's loaders (or plain ones over in-memory
+datasets of ready tensors) and the process group."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 from ..errors import DataError, UsageError
 from .config import TrainConfig
 
-__all__ = ["dataset", "distributed", "loaders", "splits"]
+__all__ = ["dataset", "distributed", "loaders", "splits", "tensor_loaders"]
 
 _logger = logging.getLogger(__name__)
 
@@ -83,3 +84,42 @@ def loaders(
         else create_loader(ds_val, interpolation=data["interpolation"], crop_pct=data["crop_pct"], **common)
     )
     return train, val
+
+
+class _OnDevice:
+    """A ``DataLoader`` whose batches arrive on ``device`` (what timm's prefetching loader does for image folders)."""
+
+    def __init__(self, loader: Any, device: torch.device) -> None:
+        self.loader, self.device, self.sampler = loader, device, loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        blocking = self.device.type != "cuda"
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=not blocking), y.to(self.device, non_blocking=not blocking)
+
+
+def tensor_loaders(
+    ds_train: Any, ds_val: Any, cfg: TrainConfig, device: torch.device, world: int, rank: int
+) -> tuple[Any, Any]:
+    """Loaders over datasets of ready ``(tensor, label)`` items: shuffled with ``cfg.seed`` (per epoch under DDP,
+    where each rank takes its share: ``DistributedSampler`` for training, timm's ``OrderedDistributedSampler``
+    without padding in the metrics for validation); full batches only for training."""
+    from timm.data.distributed_sampler import OrderedDistributedSampler
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    common = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    sampler = (
+        DistributedSampler(ds_train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
+    )
+    train = DataLoader(
+        ds_train, shuffle=sampler is None, sampler=sampler, generator=generator, drop_last=True, **common
+    )  # type: ignore[arg-type]
+    val = None
+    if ds_val is not None:
+        val_sampler = OrderedDistributedSampler(ds_val, world, rank) if world > 1 else None
+        val = _OnDevice(DataLoader(ds_val, sampler=val_sampler, **common), device)  # type: ignore[arg-type]
+    return _OnDevice(train, device), val

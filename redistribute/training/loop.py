@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..errors import CheckpointError, DataError
 from ..io import atomic_path
@@ -38,7 +39,16 @@ from .config import TrainConfig
 from .data import dataset, distributed, loaders, splits
 from .files import CHECKPOINT, METRICS, EpochMetrics, export_model, output_folder, read_rows, write_rows
 
-__all__ = ["CHECKPOINT", "METRICS", "EpochMetrics", "TrainConfig", "TrainProgress", "TrainResult", "train"]
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "EpochMetrics",
+    "TrainConfig",
+    "TrainProgress",
+    "TrainResult",
+    "train",
+    "train_model",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -234,8 +244,6 @@ def train(
         OutputError: ``output`` holds a checkpoint and neither ``resume`` nor ``force`` is given.
         CheckpointError: ``resume`` or a teacher checkpoint cannot be read or does not fit.
     """
-    from timm.utils import random_seed, unwrap_model
-
     from ..spec import read_spec
     from ..timm import ARCHITECTURE, _weights_in
 
@@ -253,56 +261,132 @@ def train(
         )
 
     device, rank, world, started = distributed(cfg.device)
-    show = progress if rank == 0 else None
     try:
-        if len(ds_train) // world < cfg.batch_size:
-            hint = "Hint: lower --batch-size"
-            raise DataError(
-                f"{len(ds_train)} training images over {world} process(es) do not fill one batch of {cfg.batch_size}. {hint}"
-            )
+        _check_batch(len(ds_train), world, cfg.batch_size)
         model = _model(
             spec_data if isinstance(spec, Mapping) else spec, bool(weights), len(classes), cfg, device, world
         )
         base_classes = int(getattr(model, "pretrained_cfg", {})["num_classes"])
-        random_seed(cfg.seed, rank)
-        loader_train, loader_val = loaders(model, ds_train, ds_val, cfg, device, world)
-        run = _Run(model, cfg, len(classes), device, world, len(loader_train))
-        start = run.resume(resume) if resume is not None else 0
-        if world > 1:
-            run.task.prepare_distributed(device_ids=[device] if device.type == "cuda" else None)
-        history = read_rows(out / METRICS, start)
-        for epoch in range(start, cfg.epochs):
-            lr = run.optimizer.param_groups[0]["lr"]
-            loss, samples, seconds = run.epoch(epoch, loader_train, show)
-            val = run.validate(loader_val) if loader_val is not None else {}
-            row = EpochMetrics(
-                epoch + 1,
-                loss,
-                val.get("loss"),
-                val.get("top1"),
-                val.get("top5"),
-                lr,
-                samples / seconds,
-                samples,
-                seconds,
-            )
-            history.append(row)
-            if run.sched is not None:
-                run.sched.step(epoch + 1, val.get("top1"))
-            if rank == 0:
-                out.mkdir(parents=True, exist_ok=True)
-                run.save(
-                    out / CHECKPOINT, epoch, arch=ARCHITECTURE, metric=row.val_top1, spec=spec_data, config=asdict(cfg)
-                )
-                write_rows(out / METRICS, history)
-                _logger.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, row)
-                if show is not None:
-                    show(TrainProgress(epoch + 1, cfg.epochs, len(loader_train), len(loader_train), loss, row))
-        final = unwrap_model(run.task.get_eval_model(ema=cfg.ema))
+        result = _fit(
+            model, cfg, len(classes), device, rank, world, out,
+            partial(loaders, model, ds_train, ds_val, cfg, device, world),
+            resume=resume, progress=progress, extra={"arch": ARCHITECTURE, "spec": spec_data},
+        )  # fmt: skip
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            export_model(out, spec_data, final, base_classes)
+            export_model(out, spec_data, result.model, base_classes)
     finally:
         if started:
             torch.distributed.destroy_process_group()
+    return result
+
+
+def train_model(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    num_classes: int,
+    output: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    progress: Callable[[TrainProgress], None] | None = None,
+) -> TrainResult:
+    """Train a copy of ``model`` on in-memory datasets with the same loop and recipe as :func:`train`.
+
+    The datasets yield ``(float tensor (C, H, W), class index)`` already normalised (e.g. a
+    :class:`~redistribute.training.readers.StudyData`'s); they are batched as given (timm's image transforms and
+    ``cfg.aug`` do not apply), shuffled with ``cfg.seed``. Under ``torchrun`` each rank trains its share (DDP).
+    ``output`` gets ``metrics.csv`` and ``last.pth.tar`` (rank 0); no model files are exported.
+
+    Args:
+        model: The model to train; it is copied, not modified.
+        train_set: Training items.
+        val_set: Validation items, or None to skip validation.
+        num_classes: Number of classes the model predicts.
+        output: Folder for the metrics and checkpoint.
+        config: Hyper-parameters.
+        progress: Called on rank 0 after every step, and after every epoch with its metrics.
+
+    Returns:
+        The :class:`TrainResult`; ``model`` is the trained copy (the EMA when ``cfg.ema``).
+
+    Raises:
+        DataError: The training set does not fill one batch per process.
+    """
+    import copy
+
+    from .data import tensor_loaders
+
+    cfg = config or TrainConfig()
+    out = Path(output)
+    device, rank, world, started = distributed(cfg.device)
+    try:
+        _check_batch(len(train_set), world, cfg.batch_size)  # type: ignore[arg-type]
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        copied = copy.deepcopy(model).to(device=device, memory_format=fmt)  # type: ignore[call-overload]
+        if world > 1 and cfg.sync_bn:
+            from timm.layers import convert_sync_batchnorm
+
+            copied = convert_sync_batchnorm(copied)
+        result = _fit(
+            copied, cfg, num_classes, device, rank, world, out,
+            partial(tensor_loaders, train_set, val_set, cfg, device, world, rank), progress=progress,
+        )  # fmt: skip
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+    return result
+
+
+def _check_batch(samples: int, world: int, batch_size: int) -> None:
+    if samples // world < batch_size:
+        raise DataError(
+            f"{samples} training images over {world} process(es) do not fill one batch of {batch_size}. "
+            "Hint: lower --batch-size"
+        )
+
+
+def _fit(
+    model: nn.Module,
+    cfg: TrainConfig,
+    classes: int,
+    device: torch.device,
+    rank: int,
+    world: int,
+    out: Path,
+    make_loaders: Callable[[], tuple[Any, Any]],
+    *,
+    resume: str | os.PathLike[str] | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> TrainResult:
+    """The epoch loop shared by :func:`train` and :func:`train_model`: train, validate, checkpoint, log."""
+    from timm.utils import random_seed, unwrap_model
+
+    show = progress if rank == 0 else None
+    random_seed(cfg.seed, rank)
+    loader_train, loader_val = make_loaders()
+    run = _Run(model, cfg, classes, device, world, len(loader_train))
+    start = run.resume(resume) if resume is not None else 0
+    if world > 1:
+        run.task.prepare_distributed(device_ids=[device] if device.type == "cuda" else None)
+    history = read_rows(out / METRICS, start)
+    for epoch in range(start, cfg.epochs):
+        lr = run.optimizer.param_groups[0]["lr"]
+        loss, samples, seconds = run.epoch(epoch, loader_train, show)
+        val = run.validate(loader_val) if loader_val is not None else {}
+        row = EpochMetrics(
+            epoch + 1, loss, val.get("loss"), val.get("top1"), val.get("top5"), lr, samples / seconds, samples, seconds
+        )
+        history.append(row)
+        if run.sched is not None:
+            run.sched.step(epoch + 1, val.get("top1"))
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            run.save(out / CHECKPOINT, epoch, metric=row.val_top1, config=asdict(cfg), **(extra or {}))
+            write_rows(out / METRICS, history)
+            _logger.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, row)
+            if show is not None:
+                show(TrainProgress(epoch + 1, cfg.epochs, len(loader_train), len(loader_train), loss, row))
+    final = unwrap_model(run.task.get_eval_model(ema=cfg.ema))
     return TrainResult(out, out / CHECKPOINT, out / METRICS, tuple(history), start, rank, world, final)
