@@ -1,6 +1,6 @@
 """Named training-data readers for ``redistribute study``: ``--data cifar10:DIR``, ``fsdd:DIR``, ``mnist`` or a folder.
 
-:mod:`~redistribute.training.readers.registry` holds the registry (:func:`register_reader`) and :func:`load_data`,
+:mod:`~redistribute.training.readers.registry` holds the registry (:func:`register_reader`); :func:`load_data` (in :mod:`~.loading`)
 which parses a ``--data`` spec into a :class:`StudyData` (train and val ``Dataset`` of normalised tensors, class names,
 input size). :mod:`~redistribute.training.readers.builtin` registers the built-in readers on first use;
 :mod:`~redistribute.training.readers.archives` extracts tars once into a cache, :mod:`~.images` decodes images with
@@ -21,8 +21,8 @@ _EXPORTS = {
     "ReadOptions": ".registry",
     "StudyData": ".registry",
     "balanced_subset": ".registry",
-    "load_data": ".registry",
-    "reader_names": ".registry",
+    "load_data": ".loading",
+    "reader_names": ".loading",
     "register_reader": ".registry",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
