@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import pipeline_e2e
 
-        return pipeline_e2e.main([a for a in argv if a != "--e2e"])
+        return pipeline_e2e.main([a for a in argv if a != "--e2e"])  # re-executes: this process holds torch
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
