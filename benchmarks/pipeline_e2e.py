@@ -151,6 +151,11 @@ def median(runs: list[Proc], attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in runs)
 
 
+def raw(runs: list[Proc]) -> list[list[float]]:
+    """Every measurement, for the JSON: [wall s, peak RSS MiB, exit status] per run, in round order."""
+    return [[round(r.wall, 4), round(r.rss_mb, 1), r.rc] for r in runs]
+
+
 def _failed(runs: list[Proc]) -> str:
     bad = [r for r in runs if r.rc != 0]
     return f"FAILED {len(bad)}/{len(runs)}: {bad[0].err}" if bad else ""
@@ -166,7 +171,9 @@ def model_rows(name: str, runs: dict[str, list[Proc]]) -> list[dict[str, Any]]:
     rows = []
     for key, procs in runs.items():
         wall, rss = median(procs, "wall"), median(procs, "rss_mb")
-        row: dict[str, Any] = {"model": name, "command": key, "wall_s": wall, "rss_mb": rss, "error": _failed(procs)}
+        row: dict[str, Any] = {
+            "model": name, "command": key, "wall_s": wall, "rss_mb": rss, "error": _failed(procs), "runs": raw(procs)
+        }  # fmt: skip
         if key != "bare":
             target = TARGETS[key]
             row.update(wall_ratio=wall / bare_wall, rss_ratio=rss / bare_rss, target=target)
@@ -184,7 +191,8 @@ def startup_rows(runner: Runner, repeats: int, timeout: float) -> list[dict[str,
         wall, err = median(procs, "wall"), _failed(procs)
         rows.append(
             {"command": f"redistribute {key}", "wall_s": wall, "rss_mb": median(procs, "rss_mb"), "error": err,
-             "target": f"< {STARTUP_TARGET_S} s", "result": verdict(not err and wall < STARTUP_TARGET_S)}
+             "target": f"< {STARTUP_TARGET_S} s", "result": verdict(not err and wall < STARTUP_TARGET_S),
+             "runs": raw(procs)}
         )  # fmt: skip
     return rows
 
@@ -200,6 +208,7 @@ def xxl_row(runner: Runner, repeats: int, timeout: float) -> dict[str, Any]:
         "rss_mb": median(ins, "rss_mb"), "ref_wall_s": median(base, "wall"), "ref_rss_mb": median(base, "rss_mb"),
         "wall_ratio": wall_r, "rss_ratio": rss_r, "target": f"<= {XXL_TARGET}x", "error": err,
         "result": verdict(not err and wall_r <= XXL_TARGET and rss_r <= XXL_TARGET),
+        "runs": raw(ins), "ref_runs": raw(base),
     }  # fmt: skip
 
 
@@ -236,7 +245,7 @@ def checkpoint_rows(runner: Runner, repeats: int, timeout: float, tmp: Path) -> 
             {"command": f"--checkpoint {CKPT_MODEL}.{key} --out", "wall_s": median(procs, "wall"), "rss_mb": rss,
              "ckpt_mb": ckpt_mb, "new_mb": new_mb, "limit_mb": limit, "error": err, "ref_rss_mb": base_rss,
              "target": f"<= ckpt {ckpt_mb:.0f} + new {new_mb:.0f} + {CKPT_SLACK_MB:.0f} MB",
-             "result": verdict(not err and rss <= limit)}
+             "result": verdict(not err and rss <= limit), "runs": raw(procs)}
         )  # fmt: skip
     return rows
 
