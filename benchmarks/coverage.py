@@ -1,4 +1,4 @@
-"""Coverage of timm's architecture families: redistribute vs torch-pruning's dependency graph, model by model.
+"""Coverage of timm's architecture families: redistribute vs torch-pruning's and torch-kirigami's dependency graphs.
 
 The set is one model per timm module, the one with the fewest parameters (``coverage_models.py`` generates it;
 ``results/coverage_models.json`` caches it). Each model runs in its own subprocess with a timeout, at its default
@@ -13,11 +13,18 @@ configuration (``pretrained=False``, eval mode, batch 1 at ``pretrained_cfg["inp
 * **all widths changed**: every free group set to another width (``k = 0.75`` without matching): the model must
   run forward with the base output shape, or be refused *before* surgery with a redistribute error (never a wrong
   model and never a crash inside surgery).
+* **torch-kirigami**: ``DependencyGraph.build(model, args=(x,))`` (seconds timed, best of two): success means it
+  returns a graph; its diagnostics (captured operators it cannot analyse, which become barriers) are counted. Its
+  pruner's candidate discovery is not run (minutes on resnet50 here).
 * **torch-pruning**: ``DependencyGraph().build_dependency`` (seconds timed), then ``MetaPruner`` with L1 magnitude
   importance and a 25 % uniform ratio (classifier ignored), ``step()`` and a forward pass.
 
+The peers run after ours in the same worker, torch-kirigami first: each prints its row as soon as it is done, so a
+timeout in torch-pruning loses neither ours nor torch-kirigami's figures.
+
     .venv/bin/python benchmarks/coverage.py                       # the whole set, writes results/coverage.md
     .venv/bin/python benchmarks/coverage.py --models resnet,vgg   # some timm modules only
+    .venv/bin/python benchmarks/coverage.py --names resnet50,densenet121 --out part.md   # these timm models
     .venv/bin/python benchmarks/coverage.py --scope all --families transformers --out results/coverage_all.md
 """
 
@@ -109,7 +116,12 @@ def run_one(name: str, scope: str) -> dict[str, Any]:
     row["ours_ok"] = bool(passed) and all(v == "ok" for v in passed.values())
     if free:
         row["all_changed"] = _all_changed(model, graph, scope, x, base_shape)
-    print(json.dumps(row), flush=True)  # ours is done: a torch-pruning timeout must not lose it
+    print(json.dumps(row), flush=True)  # ours is done: a peer's timeout must not lose it
+    if os.environ.get("COVERAGE_NO_KG"):
+        row.update(kg_ok=False, kg_error=os.environ["COVERAGE_NO_KG"], kg_skipped=True)
+    else:
+        row.update(_torch_kirigami(model, x))
+    print(json.dumps(row), flush=True)  # so is torch-kirigami
     if os.environ.get("COVERAGE_NO_TP"):
         return {**row, "tp_ok": False, "tp_error": os.environ["COVERAGE_NO_TP"]}
     # torch-pruning
@@ -118,16 +130,45 @@ def run_one(name: str, scope: str) -> dict[str, Any]:
 
 
 def _warm_up() -> None:
-    """Run both tools once on a tiny timm model, so one-off costs (lazy imports, first kernels) are paid by neither."""
+    """Run the three tools once on a tiny timm model, so one-off costs (lazy imports, first kernels) are paid by none."""
     import timm
     import torch
+    import torch_kirigami as kg
     import torch_pruning as tp
 
     import redistribute
 
     m = timm.create_model("test_resnet").eval()
+    x = torch.randn(1, 3, 64, 64)
     redistribute.trace(m, (3, 64, 64))
-    tp.DependencyGraph().build_dependency(m, example_inputs=torch.randn(1, 3, 64, 64))
+    if not os.environ.get("COVERAGE_NO_TP"):
+        tp.DependencyGraph().build_dependency(m, example_inputs=x)
+    if not os.environ.get("COVERAGE_NO_KG"):
+        kg.DependencyGraph.build(m, args=(x,))
+
+
+def _torch_kirigami(model: Any, x: Any) -> dict[str, Any]:
+    """torch-kirigami's graph build on the base model: best-of-two seconds, success, diagnostics count."""
+    import torch_kirigami as kg
+
+    row: dict[str, Any] = {}
+    try:
+        times = []
+        for _ in range(2):  # best of two, as for ours
+            t0 = time.perf_counter()
+            graph = kg.DependencyGraph.build(model, args=(x,))
+            times.append(time.perf_counter() - t0)
+        row.update(kg_s=min(times), kg_ok=True, kg_diag=len(graph.diagnostics))
+        if graph.diagnostics:
+            row["kg_note"] = _reason_text(str(graph.diagnostics[0]))
+        graph.invalidate()
+    except Exception as exc:
+        row.update(kg_ok=False, kg_error=_reason(exc))
+    return row
+
+
+def _reason_text(text: str) -> str:
+    return (text.splitlines() or [""])[0][:180]
 
 
 def _fixed_summary(graph: Any) -> str:
@@ -222,13 +263,11 @@ def _worker(name: str, scope: str, timeout: float) -> dict[str, Any]:
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         partial = [ln for ln in out.splitlines() if ln.startswith("{")]
-        if partial:  # ours finished; torch-pruning did not
-            return {
-                **json.loads(partial[-1]),
-                "tp_ok": False,
-                "tp_error": f"timeout after {timeout:.0f} s",
-                "wall_s": timeout,
-            }
+        if partial:  # ours finished (and maybe torch-kirigami); torch-pruning did not
+            row = json.loads(partial[-1])
+            if "kg_ok" not in row:
+                row.update(kg_ok=False, kg_error=f"timeout after {timeout:.0f} s")
+            return {**row, "tp_ok": False, "tp_error": f"timeout after {timeout:.0f} s", "wall_s": timeout}
         return {"model": name, "eager": True, "ours_error": f"timeout after {timeout:.0f} s", "wall_s": timeout}
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -243,20 +282,36 @@ def _cell(ok: bool | None) -> str:
     return "yes" if ok else "no"
 
 
+def _kg_cell(r: dict[str, Any]) -> str:
+    if "kg_ok" not in r:
+        return ""  # a row from before torch-kirigami joined, or a worker that died before it
+    if not r["kg_ok"]:
+        return "no"
+    return f"yes ({r['kg_diag']} diag)" if r.get("kg_diag") else "yes"
+
+
+def _median_ratio(rows: list[dict[str, Any]], peer: str) -> tuple[float, int]:
+    """Median of ours_s / <peer>_s over the rows where both were timed, and how many rows that is."""
+    ratios = [r["ours_s"] / r[peer] for r in rows if "ours_s" in r and r.get(peer)]
+    return (statistics.median(ratios) if ratios else float("nan")), len(ratios)
+
+
 def render(rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> str:
     lines = [
         f"# Coverage: one model per timm module (scope `{scope}`)",
         "",
-        f"timm {meta['timm']}, torch {meta['torch']}, torch-pruning {meta['tp']}, redistribute {meta['ours']}; "
+        f"timm {meta['timm']}, torch {meta['torch']}, torch-pruning {meta['tp']}, "
+        f"torch-kirigami {meta.get('kg', 'not run')}, redistribute {meta['ours']}; "
         f"{meta['cpus']} CPUs, 1 torch thread per worker; generated by `benchmarks/coverage.py` on {meta['date']}.",
         "",
-        "| module | model | input | groups (free) | ours: a-e | all widths changed | ours trace s | tp build s | tp prune+fwd | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| module | model | input | groups (free) | ours: a-e | all widths changed | ours trace s | tp build s "
+        "| tp prune+fwd | kg build s | kg built | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if not r.get("eager", True):
             lines.append(
-                f"| {r['module']} | {r['model']} | {r.get('input', '')} | | excluded | | | | | does not run eagerly: {r.get('eager_reason', '')} |"
+                f"| {r['module']} | {r['model']} | {r.get('input', '')} | | excluded | | | | | | | does not run eagerly: {r.get('eager_reason', '')} |"
             )
             continue
         templates = r.get("templates", {})
@@ -266,25 +321,34 @@ def render(rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> str:
             note = f"under --scope all ({r['scope_fallback']})" + (f"; {note}" if note else "")
         if r.get("tp_error"):
             note += f" · tp: {r['tp_error']}"
+        if r.get("kg_error"):
+            note += f" · kg: {r['kg_error']}"
+        elif r.get("kg_note"):
+            note += f" · kg diagnostic: {r['kg_note']}"
         ours = "5/5" if r.get("ours_ok") else f"{sum(v == 'ok' for v in templates.values())}/5"
         lines.append(
             f"| {r['module']} | {r['model']} | {r.get('input', '')} | {r.get('groups', '')} ({r.get('free', '')}) | {ours} | "
             f"{r.get('all_changed', '')} | {r.get('ours_s', float('nan')):.3f} | {r.get('tp_s', float('nan')):.3f} | "
-            f"{_cell(r.get('tp_ok'))} | {note.replace('|', '/')} |"
+            f"{_cell(r.get('tp_ok'))} | {r.get('kg_s', float('nan')):.3f} | {_kg_cell(r)} | {note.replace('|', '/')} |"
         )
     eager = [r for r in rows if r.get("eager", True)]
     ours_n = sum(1 for r in eager if r.get("ours_ok"))
     fallback_n = sum(1 for r in eager if r.get("ours_ok") and r.get("scope_fallback"))
     tp_n = sum(1 for r in eager if r.get("tp_ok"))
-    ratios = [r["ours_s"] / r["tp_s"] for r in eager if "ours_s" in r and r.get("tp_s")]
+    kg_n = sum(1 for r in eager if r.get("kg_ok"))
+    kg_run = sum(1 for r in eager if "kg_ok" in r and not r.get("kg_skipped"))  # --no-kg rows are not misses
+    tp_ratio, tp_count = _median_ratio(eager, "tp_s")
+    kg_ratio, kg_count = _median_ratio(eager, "kg_s")
     wrong = [r["model"] for r in eager if str(r.get("all_changed", "")).startswith(("WRONG", "CRASH"))]
     lines += [
         "",
         f"**Summary:** ours {ours_n}/{len(eager)} redistributed with all five templates"
         + (f" ({fallback_n} of them under --scope all: no free group under --scope conv)" if fallback_n else "")
-        + f" vs torch-pruning {tp_n}/{len(eager)} "
-        f"pruned 25 % and ran; median trace+group time ratio ours/torch-pruning "
-        f"{statistics.median(ratios) if ratios else float('nan'):.2f}x over {len(ratios)} models; "
+        + f" vs torch-pruning {tp_n}/{len(eager)} pruned 25 % and ran"
+        + (f" vs torch-kirigami {kg_n}/{kg_run} built a dependency graph" if kg_run else " (torch-kirigami not run)")
+        + f"; median trace+group time ratio ours/torch-pruning {tp_ratio:.2f}x over {tp_count} models"
+        + (f", ours/torch-kirigami {kg_ratio:.2f}x over {kg_count} models" if kg_run else "")
+        + "; "
         f"{len(rows) - len(eager)} excluded (no eager forward); all-widths-changed plans wrong or crashing: {len(wrong)}"
         + (f" ({', '.join(wrong)})" if wrong else "")
         + ".",
@@ -297,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--models", help="comma-separated timm modules (default: all)")
+    ap.add_argument("--names", help="comma-separated timm model names, instead of the set's one model per module")
     ap.add_argument("--families", choices=("all", "transformers"), default="all")
     ap.add_argument("--scope", choices=("conv", "all"), default="conv")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per model")
@@ -306,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "--update", action="store_true", help="keep the other rows of the existing results; rerun --models only"
     )
     ap.add_argument("--no-tp", metavar="REASON", help="skip torch-pruning (e.g. it timed out before), with this note")
+    ap.add_argument("--no-kg", metavar="REASON", help="skip torch-kirigami, with this note")
     ap.add_argument(
         "--merge",
         nargs="+",
@@ -331,14 +397,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import timm
     import torch
-    import torch_pruning as tp
 
     import redistribute
 
     if args.no_tp:
         os.environ["COVERAGE_NO_TP"] = args.no_tp  # inherited by the workers
+    if args.no_kg:
+        os.environ["COVERAGE_NO_KG"] = args.no_kg
     entries = _load_set(args.refresh)
-    if args.models:
+    if args.names:
+        entries = [{"module": _module_of(n), "model": n} for n in args.names.split(",")]
+    elif args.models:
         wanted = set(args.models.split(","))
         entries = [e for e in entries if e["module"] in wanted]
     if args.families == "transformers":
@@ -352,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         status = "ok" if row.get("ours_ok") else ("excluded" if not row.get("eager", True) else "MISS")
         print(f"[{i}/{len(entries)}] {e['module']:26s} {e['model']:36s} ours {status:8s} tp {'ok' if row.get('tp_ok') else 'no'}"
-              f"  {row.get('ours_error') or ''}", flush=True)  # fmt: skip
+              f" kg {'ok' if row.get('kg_ok') else 'no'}  {row.get('ours_error') or ''}", flush=True)  # fmt: skip
     meta = {
-        "timm": timm.__version__, "torch": torch.__version__, "tp": tp.__version__, "ours": redistribute.__version__,
+        "timm": timm.__version__, "torch": torch.__version__, "tp": _version("torch-pruning"), "kg": _version("torch-kirigami"),
+        "ours": redistribute.__version__,
         "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
     out = args.out or RESULTS / ("coverage.md" if args.scope == "conv" else "coverage_all.md")
@@ -364,6 +434,23 @@ def main(argv: list[str] | None = None) -> int:
         rows = [fresh.pop(r["module"], r) for r in old_rows] + list(fresh.values())
     _write(out, rows, args.scope, meta)
     return 0
+
+
+def _module_of(name: str) -> str:
+    """The timm module that registers model ``name`` (``resnet`` for ``resnet50``)."""
+    import timm
+    from timm.models import is_model_in_modules
+
+    return next((m for m in timm.list_modules() if is_model_in_modules(name, [m])), "?")
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def _write(out: Path, rows: list[dict[str, Any]], scope: str, meta: dict[str, Any]) -> None:

@@ -23,6 +23,10 @@ Run from the repository root::
     .venv/bin/python benchmarks/pipeline.py
     .venv/bin/python benchmarks/pipeline.py --models resnet50,vgg19 --repeats 5 --json results.json
     .venv/bin/python benchmarks/pipeline.py --breakdown     # also split surgery into copy / scoring / resizing
+    .venv/bin/python benchmarks/pipeline.py --e2e --models resnet50 --repeats 3   # whole processes instead
+
+``--e2e`` runs ``pipeline_e2e.py`` (end-to-end process figures: wall time and peak RSS of the CLI's commands next
+to a bare ``timm.create_model`` process, the targets of issue 15) with the other arguments; see its docstring.
 
 Timings are wall clock (``time.perf_counter``) with torch's default thread count (``--threads N`` overrides it);
 on a busy or small machine expect noise, which is why the median is reported. When the cores are shared with other
@@ -232,6 +236,12 @@ def _fmt_s(x: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--e2e" in argv:  # whole-process figures: another script, with its own options and defaults
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import pipeline_e2e
+
+        return pipeline_e2e.main([a for a in argv if a != "--e2e"])  # re-executes: this process holds torch
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -247,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         "--breakdown", action="store_true", help="also split surgery into deepcopy / channel selection / resizing"
     )
     ap.add_argument("--json", metavar="FILE", help="also write all raw timings and checks to FILE")
+    ap.add_argument(
+        "--e2e",
+        action="store_true",
+        help="run pipeline_e2e.py instead (whole processes: wall and peak RSS vs a bare timm process); "
+        "the other arguments go to it (--models, --repeats, --python, --repo, --write, --no-extras)",
+    )
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
