@@ -7,6 +7,7 @@ From a source string the base is never built for real unless it must be: it is b
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +20,38 @@ from .source import load_model
 from .surgery.materialize import materialize_
 from .surgery.rebuild import apply
 
-__all__ = ["build", "redistribute"]
+__all__ = ["build", "load_base", "redistribute"]
 
 _logger = logging.getLogger(__name__)
+
+
+def load_base(
+    source: str,
+    *,
+    pretrained: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    real: bool = False,
+) -> nn.Module:
+    """The base model for planning: a skeleton (:mod:`redistribute.skeleton`) unless its weights are needed.
+
+    Args:
+        source: A model source (``timm:NAME``, ``torchvision:NAME``, ``file.py:factory``).
+        pretrained: The zoo's pretrained weights (built for real).
+        checkpoint: Base weights to load; they fill a skeleton without building the base's own tensors first.
+        real: Build it for real anyway (measuring latency needs a real model).
+
+    Raises:
+        SourceError: The source cannot be built. CheckpointError: The checkpoint does not fit.
+    """
+    from .surgery.checkpoint import load_checkpoint
+
+    base = load_model(source, pretrained=pretrained, meta=not (pretrained or real))
+    if checkpoint is not None:
+        load_checkpoint(base, checkpoint)
+        if is_skeleton(base):  # a large tensor the checkpoint does not hold (a non-persistent buffer)
+            _logger.info("%s: the checkpoint leaves tensors without values; building the base for real", source)
+            base = load_checkpoint(load_model(source), checkpoint)
+    return base
 
 
 def build(base: nn.Module, plan: Plan, *, importance: str = "l1", source: str | None = None) -> nn.Module:

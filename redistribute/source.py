@@ -80,7 +80,10 @@ def _call(label: str, factory: Any, *args: Any, meta: bool = False, **kwargs: An
         try:
             with skeleton():
                 return factory(*args, **kwargs)  # type: ignore[no-any-return]
-        except Exception as exc:  # any failure on meta: the real build below reports the factory's own errors
+        except (
+            Exception,
+            SystemExit,
+        ) as exc:  # any failure on meta: the real build below reports the factory's own errors
             _logger.info(
                 "%s cannot be built on the meta device (%s: %s); building it for real", label, type(exc).__name__, exc
             )
@@ -277,7 +280,7 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any], meta: bool = Fal
         try:
             with skeleton():
                 model = fn(**kwargs)
-        except Exception as exc:  # the real call below reports the factory's own errors
+        except (Exception, SystemExit) as exc:  # the real call below reports the factory's own errors
             _logger.info(
                 "%s() from %s cannot be built on the meta device (%s); building it for real", factory, path_text, exc
             )

@@ -134,13 +134,12 @@ def run(
     """Redistribute MODEL's filters following a template at the base model's cost."""
     try:
         with ExitStack() as stack:
+            from ..api import build, load_base
             from ..io import prepare_out_dir
             from ..planning.planner import check_options
             from ..planning.planner import plan as make_plan
             from ..planning.report import plan_group_rows, plan_summary
-            from ..source import load_model
             from ..spec import save_result, spec_from_plan
-            from ..surgery.rebuild import apply
 
             match = check_match(match)
             scope, importance, device = scope.lower(), importance.lower(), device.lower()  # options ignore case
@@ -156,11 +155,8 @@ def run(
             stack.enter_context(removed_if_failed(out))
             out_dir = prepare_out_dir(out, outputs, force) if out is not None else None
             err_console.print(f"building {model}", style="dim", markup=False)
-            base = load_model(model, pretrained=pretrained)
-            if checkpoint is not None:
-                from ..surgery.checkpoint import load_checkpoint
-
-                load_checkpoint(base, checkpoint)  # our own fresh model: loading in place is fine
+            # a skeleton unless weights are given or latency is measured: planning needs no weights
+            base = load_base(model, pretrained=pretrained, checkpoint=checkpoint, real=match == "latency")
             stack.enter_context(input_size_hint(base, size))
             err_console.print("tracing and matching", style="dim")
             lm = None
@@ -193,7 +189,7 @@ def run(
                 summary["achieved"], summary["latency"] = lm.timing.median_ms, lm.summary()
             if out_dir is not None:
                 err_console.print(f"rebuilding and writing {out_dir}", style="dim", markup=False)
-                new = lm.model if lm is not None else apply(base, p, importance=importance)
+                new = lm.model if lm is not None else build(base, p, importance=importance, source=model)
                 if calibrate is not None or calibrate_batches > 0:
                     from ..surgery.calibrate import recalibrate
 
@@ -257,7 +253,7 @@ def inspect(
         from ..source import load_model
 
         size = _parse_size(input_size)
-        base = load_model(model)
+        base = load_model(model, meta=True)  # a skeleton: groups need no weights
         with input_size_hint(base, size):
             graph = trace(base, size)
         positions = distribution(graph, scope).position if graph.free_groups(scope) else {}
