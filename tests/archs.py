@@ -5,8 +5,10 @@ turns it into a real ``nn.Module``. Every block reads and writes NCHW feature ma
 channel coupling the tracer knows: plain conv stacks, residual blocks (identity or projection shortcut),
 depthwise-separable blocks (with or without expansion and shortcut), squeeze-excite gates, concatenation of
 branches (with or without the input, DenseNet-style), channel splits (``chunk``, ``split``), grouped convs
-(keeping their group count, or their group width like RegNet) and channel shuffles (``view``/``transpose`` or
-``nn.ChannelShuffle``).
+(keeping their group count, or their group width like RegNet), channel shuffles (``view``/``transpose`` or
+``nn.ChannelShuffle``), per-channel and scalar ``PReLU``, one conv called twice (shared parameters), a
+normalisation across channels (hand-written LayerNorm, or a softmax gate over channels) and depthwise convs with a
+channel multiplier.
 
 Example:
     >>> arch = Arch(stem=8, blocks=(Block("res", out=8, mid=4), Block("se", mid=4)), classes=5)
@@ -26,15 +28,30 @@ from torch import nn
 
 from redistribute import register_group_width_block
 
-__all__ = ["DEFAULT_KINDS", "KINDS", "Arch", "Block", "aligned_split", "archs", "build", "canonical"]
+__all__ = [
+    "ACROSS_CHANNELS",
+    "DEFAULT_KINDS",
+    "KINDS",
+    "Arch",
+    "Block",
+    "Net1d",
+    "aligned_split",
+    "archs",
+    "build",
+    "canonical",
+    "nets_1d",
+]
 
 SIZE = (3, 16, 16)
 
 #: Every block kind there is.
 KINDS = (
     "conv", "res", "res_proj", "dws", "se", "cat", "dense", "split", "grouped", "grouped_width", "shuffle",
-    "shuffle_module",
+    "shuffle_module", "prelu", "shared", "reduce", "dwmult",
 )  # fmt: skip
+
+#: Kinds whose growth cannot preserve the function (they mix values across the channels they normalise).
+ACROSS_CHANNELS = ("reduce",)
 
 #: The kinds :func:`archs` draws by default: all of them.
 DEFAULT_KINDS = KINDS
@@ -205,8 +222,61 @@ class ShuffleBlock(nn.Module):
         return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+class PReLUBlock(nn.Module):
+    """A conv and BN followed by ``PReLU(out)`` (one slope per channel) or ``PReLU()`` (one slope)."""
+
+    def __init__(self, cin: int, b: Block) -> None:
+        super().__init__()
+        self.body = _cbr(cin, b.out, 3, b.stride, act=False)
+        self.act = nn.PReLU() if b.variant & 1 else nn.PReLU(b.out, init=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x))
+
+
+class SharedBlock(nn.Module):
+    """One 3x3 conv applied twice (its parameters are shared by both calls), with a residual add."""
+
+    def __init__(self, cin: int, b: Block) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cin, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(self.conv(x).relu())
+
+
+class ReduceBlock(nn.Module):
+    """A normalisation across channels, then a 1x1 conv: a hand-written LayerNorm over dim 1 (variant 0) or a
+    softmax gate over the channels (variant 1). Growing the input group changes its statistics."""
+
+    def __init__(self, cin: int, b: Block) -> None:
+        super().__init__()
+        self.softmax = bool(b.variant & 1)
+        self.proj = _cbr(cin, b.out, 1, b.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.softmax:
+            y = x * x.softmax(dim=1)
+        else:
+            mu = x.mean(1, keepdim=True)
+            y = (x - mu) / ((x - mu).pow(2).mean(1, keepdim=True) + 1e-5).sqrt()
+        return self.proj(y)
+
+
+class DWMultBlock(nn.Module):
+    """A depthwise 3x3 conv with channel multiplier 2 (``groups = in``, ``out = 2 * in``), then a 1x1 conv."""
+
+    def __init__(self, cin: int, b: Block) -> None:
+        super().__init__()
+        self.dw = _cbr(cin, 2 * cin, 3, b.stride, groups=cin)
+        self.project = _cbr(2 * cin, b.out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.dw(x))
+
+
 def _out_width(cin: int, b: Block) -> int:
-    if b.kind in ("res", "se"):
+    if b.kind in ("res", "se", "shared"):
         return cin
     if b.kind == "cat":
         return b.out + b.mid
@@ -249,6 +319,10 @@ _BUILDERS: dict[str, Callable[[int, Block], nn.Module]] = {
     "grouped_width": GroupWidthBlock,
     "shuffle": lambda cin, b: ShuffleBlock(cin, b, module=False),
     "shuffle_module": lambda cin, b: ShuffleBlock(cin, b, module=True),
+    "prelu": PReLUBlock,
+    "shared": SharedBlock,
+    "reduce": ReduceBlock,
+    "dwmult": DWMultBlock,
 }
 
 
@@ -294,6 +368,10 @@ _USES: dict[str, tuple[tuple[str, ...], int]] = {
     "grouped_width": (("out", "mid", "stride", "groups"), 0),
     "shuffle": (("out", "groups"), 0),
     "shuffle_module": (("out", "groups"), 0),
+    "prelu": (("out", "stride"), 1),
+    "shared": ((), 0),
+    "reduce": (("out", "stride"), 1),
+    "dwmult": (("out", "stride"), 0),
 }
 
 
@@ -325,7 +403,7 @@ def canonical(arch: Arch) -> Arch:
 
 def _parts(parts: tuple[int, ...], cin: int, b: Block) -> tuple[int, ...]:
     """Widths of the concatenated parts of a block's output (one part: not a concatenation)."""
-    if b.kind in ("res", "se") or (b.kind == "dws" and b.variant & 2 and b.stride == 1 and b.out == cin):
+    if b.kind in ("res", "se", "shared") or (b.kind == "dws" and b.variant & 2 and b.stride == 1 and b.out == cin):
         return parts
     if b.kind == "dense":
         return (*parts, b.out, b.mid)
@@ -377,3 +455,60 @@ def archs(
         parts = _parts(parts, sum(parts), b)
         chosen.append(b)
     return Arch(stem=stem, blocks=tuple(chosen), classes=draw(st.sampled_from((3, 10))))
+
+
+@dataclass(frozen=True)
+class Net1d:
+    """A 1-D net on ``(C, L)`` input (audio, sequences): Conv1d-BN stages, optionally residual, with ``PReLU(C)``
+    or ``PReLU()`` activations, optionally a normalisation across channels, global pooling and a Linear."""
+
+    channels: int
+    widths: tuple[int, ...]
+    residual: bool = False
+    prelu: int = 0  # 0: ReLU, 1: PReLU(C), 2: PReLU()
+    norm: bool = False
+    classes: int = 5
+    length: int = 24
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.channels, self.length)
+
+    def build(self, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return _Net1d(self).eval()
+
+
+class _Net1d(nn.Module):
+    def __init__(self, net: Net1d) -> None:
+        super().__init__()
+        layers = []
+        c = net.channels
+        for w in net.widths:
+            act: nn.Module = nn.PReLU(w, init=0.2) if net.prelu == 1 else nn.PReLU() if net.prelu == 2 else nn.ReLU()
+            layers.append(nn.Sequential(nn.Conv1d(c, w, 3, padding=1), nn.BatchNorm1d(w), act))
+            c = w
+        self.stages = nn.ModuleList(layers)
+        self.residual, self.norm = net.residual, net.norm
+        self.head = nn.Linear(c, net.classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            y = stage(x)
+            x = y + x if self.residual and y.shape == x.shape else y
+        if self.norm:
+            x = x / x.pow(2).mean(1, keepdim=True).add(1e-5).sqrt()
+        return self.head(x.mean(-1))
+
+
+@st.composite
+def nets_1d(draw: st.DrawFn) -> Net1d:
+    """A random :class:`Net1d` of 1 to 4 stages."""
+    return Net1d(
+        channels=draw(st.sampled_from((1, 2, 8))),
+        widths=tuple(draw(st.lists(_widths, min_size=1, max_size=4))),
+        residual=draw(st.booleans()),
+        prelu=draw(st.integers(0, 2)),
+        norm=draw(st.booleans()),
+        classes=draw(st.sampled_from((3, 5))),
+    )

@@ -142,7 +142,7 @@ def _prelu(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
 RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
-@module_rule(nn.RNNBase)
+@module_rule(nn.RNNBase, nn.LSTM, nn.GRU, nn.RNN)  # each subclass has its own forward: named here
 def _rnn(w: Walker, node: fx.Node, mod: nn.Module) -> Dims:
     """``nn.LSTM``/``nn.GRU``/``nn.RNN`` read a group as ``input_size`` (the last dim); hidden sizes stay.
 
