@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -20,6 +22,22 @@ INPUT = (3, 32, 32)
 SHARED_DATA = Path(
     os.environ.get("REDISTRIBUTE_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
 )
+
+
+#: The small models users bring, with what is right for each (``../shared/cases/README.md``).
+SHARED_CASES = Path(__file__).resolve().parents[1].parent / "shared" / "cases"
+
+
+def load_case(name: str) -> ModuleType:
+    """Import ``SHARED_CASES/<name>.py``; the test is skipped when the shared cases are not beside the repository."""
+    path = SHARED_CASES / f"{name}.py"
+    if not path.is_file():
+        pytest.skip(f"shared case {path} is absent (the cases live beside the repository, in ../shared/cases)")
+    spec = importlib.util.spec_from_file_location(f"case_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,15 +4,13 @@ the rebuilt model, the template's shape visible in the widths, and structure kep
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import timm
 import torch
-from conftest import flop_counter_macs, num_params
+from conftest import SHARED_CASES, flop_counter_macs, load_case, num_params
 from torch import nn
 from torch.nn import functional as F
 
@@ -22,31 +20,7 @@ from redistribute.surgery.rebuild import channel_scores, select_channels
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cases_dir() -> Path:
-    """``../shared/cases`` next to the repository; for a git worktree, next to its main checkout too."""
-    found = [ROOT.parent / "shared" / "cases"]
-    dot_git = ROOT / ".git"
-    if dot_git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
-        gitdir = Path(dot_git.read_text().partition("gitdir:")[2].strip())
-        main = next((p.parent for p in gitdir.parents if p.name == ".git"), None)
-        if main is not None:
-            found.append(main.parent / "shared" / "cases")
-    return next((p for p in found if p.is_dir()), found[0])
-
-
-CASES = _cases_dir()
-
-
-def load_case(name: str) -> ModuleType:
-    """Import ``CASES/<name>.py`` (skips the test when the shared cases are not checked out next to the repo)."""
-    path = CASES / f"{name}.py"
-    if not path.is_file():
-        pytest.skip(f"shared case {path} is absent (the cases live next to the repository, in ../shared/cases)")
-    spec = importlib.util.spec_from_file_location(f"case_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+CASES = SHARED_CASES
 
 
 def check_rebuild(model: nn.Module, plan: redistribute.Plan) -> nn.Module:

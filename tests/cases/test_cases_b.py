@@ -5,13 +5,12 @@ The models live in ``../shared/cases`` (next to the repository); a test skips wh
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from conftest import SHARED_CASES, load_case
 from torch import nn
 from typer.testing import CliRunner
 
@@ -20,19 +19,8 @@ from redistribute.errors import InfeasibleTargetError
 from redistribute.planning.distribute import distribution
 from redistribute.planning.templates import get_template
 
-CASES = Path(__file__).resolve().parents[2].parent / "shared" / "cases"
+CASES = SHARED_CASES
 TEMPLATES = ("a", "b", "c", "d", "e")
-
-
-def load_case(name: str) -> ModuleType:
-    path = CASES / f"{name}.py"
-    if not path.exists():
-        pytest.skip(f"case {path} is absent (it lives in ../shared/cases next to the repository)")
-    spec = importlib.util.spec_from_file_location(f"case_{name}", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # -- 1. the template is the result -------------------------------------------------------------------------------
