@@ -17,9 +17,6 @@ from torch.nn import functional as F
 import redistribute
 from redistribute.surgery.rebuild import channel_scores, select_channels
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 CASES = SHARED_CASES
 
 
