@@ -9,7 +9,7 @@ Presets (``--preset``):
 
 * ``cpu`` (default; about half an hour on 2 cores): CIFAR-10 with ``examples/study_cifar10.py:resnet20`` on a
   class-balanced subset of 2,000 train / 1,000 test images, 4 epochs; FSDD with ``examples/study_fsdd.py:audio_cnn``
-  on the whole official split (2,700 / 300 recordings as log-mel spectrograms), 8 epochs. Few epochs and a subset:
+  on the whole official split (2,700 / 300 recordings as log-mel spectrograms), 4 epochs. Few epochs and a subset:
   the accuracies are far below a converged network's and say how the templates compare at this budget only.
 * ``gpu`` (``benchmarks/study_gpu.sh``, one GPU, under 10 minutes): the full CIFAR-10 train set (50,000 / 10,000),
   ResNet-20, 10 epochs, ``--amp --channels-last``; writes ``results/study_cifar10_gpu.md``.
@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
             "--device", "cpu", "--workers", "0", "--min-time", "0.5",
         ],
         "fsdd": [
-            "examples/study_fsdd.py:audio_cnn", "--data", f"fsdd:{DATA / 'fsdd'}", "--epochs", "8", "--seeds", "2",
+            "examples/study_fsdd.py:audio_cnn", "--data", f"fsdd:{DATA / 'fsdd'}", "--epochs", "4", "--seeds", "2",
             "--batch-size", "32", "--lr", "0.05", "--device", "cpu", "--workers", "0", "--min-time", "0.5",
         ],
     },
