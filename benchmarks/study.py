@@ -12,7 +12,9 @@ Presets (``--preset``):
   on the whole official split (2,700 / 300 recordings as log-mel spectrograms), 4 epochs. Few epochs and a subset:
   the accuracies are far below a converged network's and say how the templates compare at this budget only.
 * ``gpu`` (``benchmarks/study_gpu.sh``, one GPU, under 10 minutes): the full CIFAR-10 train set (50,000 / 10,000),
-  ResNet-20, 10 epochs, ``--amp --channels-last``; writes ``results/study_cifar10_gpu.md``.
+  ResNet-20, 10 epochs, ``--amp --channels-last``; writes ``results/study_cifar10_gpu.md``; then the NAS-Bench-101
+  ResNet-like cell (``examples/nasbench101.py:resnet_like``, the package's default stem and stacks), 4 epochs,
+  into ``results/study_nasbench_gpu.md``.
 
     .venv/bin/python benchmarks/study.py                 # both CPU studies
     .venv/bin/python benchmarks/study.py --only fsdd     # one of them
@@ -52,6 +54,11 @@ PRESETS: dict[str, dict[str, list[str]]] = {
             "examples/study_cifar10.py:resnet20", "--data", f"cifar10:{DATA / 'cifar10'}", "--epochs", "10",
             "--seeds", "2", "--batch-size", "256", "--lr", "0.2", "--device", "cuda", "--amp", "--channels-last",
             "--workers", "4",
+        ],
+        "nasbench_gpu": [
+            "examples/nasbench101.py:resnet_like", "--data", f"cifar10:{DATA / 'cifar10'}", "--epochs", "4",
+            "--seeds", "2", "--batch-size", "256", "--lr", "0.1", "--device", "cuda", "--amp", "--channels-last",
+            "--workers", "4", "--divisor", "1",
         ],
     },
 }  # fmt: skip

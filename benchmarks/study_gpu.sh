@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The study's GPU preset on one GPU (about 10 minutes): full CIFAR-10, ResNet-20, 10 epochs, AMP, channels-last.
-# Writes benchmarks/results/study_cifar10_gpu.md. Needs the data beside the repository (../shared/data) or
+# The study's GPU preset on one GPU: full CIFAR-10, ResNet-20, 10 epochs, AMP, channels-last (about 10 minutes), then
+# the NAS-Bench-101 ResNet-like cell, 4 epochs.
+# Writes benchmarks/results/study_cifar10_gpu.md and study_nasbench_gpu.md. Needs the data beside the repository (../shared/data) or
 # REDISTRIBUTE_DATA, and the packages of requirements-dev.txt (scripts/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -58,11 +58,12 @@ def network(cell: tuple[list[list[int]], list[str]], **kwargs: Any) -> nn.Module
     return Network(ModelSpec(*cell), **kwargs)
 
 
-def resnet_like(**kwargs: Any) -> nn.Module:
-    """The ResNet-like cell at the package's default stem and stacks."""
-    return network(RESNET_LIKE, **kwargs)
+def resnet_like(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+    """The ResNet-like cell at the package's default stem and stacks (``num_classes``/``in_chans`` as the study
+    passes them: ``redistribute study examples/nasbench101.py:resnet_like --data cifar10:DIR``)."""
+    return network(RESNET_LIKE, num_labels=num_classes, in_channels=in_chans, **kwargs)
 
 
-def best(**kwargs: Any) -> nn.Module:
+def best(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """NAS-Bench-101's best cell (see :data:`BEST_OPS` for what is assumed) at the default stem and stacks."""
-    return network(BEST, **kwargs)
+    return network(BEST, num_labels=num_classes, in_channels=in_chans, **kwargs)
