@@ -17,6 +17,7 @@ Models with no free conv group (isotropic transformers) run under ``--scope all`
     .venv/bin/python benchmarks/zoo.py                        # all of them, writes results/zoo.md
     .venv/bin/python benchmarks/zoo.py --models resnet18,swin_t --out /tmp/zoo.md
     .venv/bin/python benchmarks/zoo.py --jobs 2               # two models at a time
+    .venv/bin/python benchmarks/zoo.py --resume               # go on after a stopped run
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="models at a time (each in its own process)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
     ap.add_argument("--out", type=Path, default=RESULTS / "zoo.md")
+    ap.add_argument("--resume", action="store_true", help="keep the models already in OUT's .json (not timeouts)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -215,23 +217,31 @@ def main() -> None:
     if args.models:
         wanted = set(args.models.split(","))
         todo = [(f, n) for f, n in todo if n in wanted]
+    rows: list[dict[str, Any]] = []
+    if args.resume and args.out.with_suffix(".json").is_file():  # models of an interrupted run are not run again
+        rows = [r for r in json.loads(args.out.with_suffix(".json").read_text()) if r["verdict"] != "timeout"]
+        done = {r["model"] for r in rows}
+        todo = [(f, n) for f, n in todo if n not in done]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = []
         for row in pool.map(lambda fn: _worker(*fn, args.timeout), todo):
             rows.append(row)
             print(f"{row['model']:32s} {row['verdict']:8s} {row.get('wall_s', '')}", flush=True)
-    header = (
-        f"# torchvision zoo\n\n`{' '.join(['benchmarks/zoo.py', *sys.argv[1:]])}`, {len(rows)} models, "
-        f"{time.perf_counter() - t0:.0f} s, one thread per model. See the docstring of `benchmarks/zoo.py` for what "
-        f"each verdict checks.\n\n"
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(header + _table(rows))
-    tmp.replace(args.out)
-    (args.out.with_suffix(".json")).write_text(json.dumps(rows, indent=1))
+            _write(args.out, rows, time.perf_counter() - t0)  # after every model: a stopped run keeps its rows
     print(_table(rows).splitlines()[0])
+
+
+def _write(out: Path, rows: list[dict[str, Any]], seconds: float) -> None:
+    header = (
+        f"# torchvision zoo\n\n`{' '.join(['benchmarks/zoo.py', *sys.argv[1:]])}`, {len(rows)} of "
+        f"{len(zoo())} models, {seconds:.0f} s in this run, one thread per model. See the docstring of "
+        f"`benchmarks/zoo.py` for what each verdict checks.\n\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((out, header + _table(rows)), (out.with_suffix(".json"), json.dumps(rows, indent=1))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
 
 if __name__ == "__main__":
