@@ -70,9 +70,9 @@ def run(name: str, args: list[str], work: Path) -> Path:
     cmd = [sys.executable, "-m", "redistribute", "study", *args, "--templates", "base,a,b,c,d,e", "--out", str(out)]
     shown = "redistribute study " + " ".join(shlex.quote(a) for a in cmd[4:])
     print(f"$ {shown}", flush=True)
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wall = time.perf_counter() - t0
+    wall, load1 = time.perf_counter() - t0, os.getloadavg()[0]
     table = (out / "study.md").read_text()
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     try:
@@ -87,7 +87,10 @@ def run(name: str, args: list[str], work: Path) -> Path:
         f"# Study: {name}\n\n"
         f"Produced by `benchmarks/study.py` with the committed command (run from the repository root):\n\n"
         f"```\n{shown}\n```\n\n"
-        f"Machine: {machine}. Wall time {wall / 60:.1f} min for {len(list(out.glob('runs/*/result.json')))} runs.\n\n"
+        f"Machine: {machine}. Wall time {wall / 60:.1f} min for {len(list(out.glob('runs/*/result.json')))} runs; "
+        f"1-minute load average {load0:.1f} at the start, {load1:.1f} at the end (latency and throughput are "
+        f"measured once per run, so load from other processes shows in them, not in accuracy or the analytic "
+        f"columns).\n\n"
         f"{table}"
     )
     RESULTS.mkdir(exist_ok=True)
