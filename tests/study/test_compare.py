@@ -444,3 +444,27 @@ def test_resnet50_analytic_memory_equals_hooks() -> None:
         built = model if row.template == "base" else redistribute.apply(model, row.plan)
         assert row.memory == leaf_output_bytes(built.eval(), x), row.template
     assert math.isclose(r.base.memory / 2**20, 132.76, abs_tol=0.01)
+
+
+def test_multihead_attention_is_counted_without_its_fused_fast_path() -> None:
+    """``nn.MultiheadAttention``'s fused eval kernel has no FlopCounterMode formula: counted unfused, it has every
+    projection (3 in + 1 out of d x d per token) and both attention products."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from redistribute.study.flop_counters import mha_decomposed, sdpa_on_cpu
+
+    d, n = 32, 10
+    mha = torch.nn.MultiheadAttention(d, 4, batch_first=True).eval()
+    x = torch.randn(1, n, d)
+
+    def macs() -> float:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=sdpa_on_cpu()) as fc:
+            mha(x, x, x, need_weights=False)
+        return fc.get_total_flops() / 2
+
+    fused = macs()
+    with mha_decomposed():
+        unfused = macs()
+    assert unfused == 4 * n * d * d + 2 * n * n * d
+    assert fused < unfused
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
