@@ -37,10 +37,10 @@ RESULTS = HERE / "results"
 TEMPLATES = ("a", "b", "c", "d", "e")
 SIZES = {"classification": (3, 224, 224), "segmentation": (3, 224, 224)}
 VIDEO_SIZES = {
-    "r3d_18": (3, 8, 112, 112), "mc3_18": (3, 8, 112, 112), "r2plus1d_18": (3, 8, 112, 112), "s3d": (3, 16, 112, 112),
+    "r3d_18": (3, 8, 112, 112), "mc3_18": (3, 8, 112, 112), "r2plus1d_18": (3, 8, 112, 112),
     "swin3d_t": (3, 8, 112, 112), "swin3d_s": (3, 8, 112, 112), "swin3d_b": (3, 8, 112, 112),
 }  # fmt: skip
-VIDEO_DEFAULT = (3, 16, 224, 224)  # mvit: its positional embedding fixes 16 frames at 224x224
+VIDEO_DEFAULT = (3, 16, 224, 224)  # mvit (its positional embedding fixes 16x224x224), s3d (needs 224)
 
 
 def _reason(exc: BaseException) -> str:
