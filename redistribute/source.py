@@ -70,23 +70,28 @@ def _timm(name: str, kwargs: dict[str, Any], pretrained: bool = False, meta: boo
         ) from exc
 
 
+def _on_meta(label: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
+    """``factory(...)`` built as a skeleton (:mod:`redistribute.skeleton`), or ``None`` when it cannot be: the
+    caller then builds it for real, which reports the factory's own errors. The fallback is logged."""
+    try:
+        with skeleton():
+            return factory(*args, **kwargs)
+    except (Exception, SystemExit) as exc:  # any failure on meta: the real build reports it properly
+        _logger.info(
+            "%s cannot be built on the meta device (%s: %s); building it for real", label, type(exc).__name__, exc
+        )
+        return None
+
+
 def _call(label: str, factory: Any, *args: Any, meta: bool = False, **kwargs: Any) -> nn.Module:
     """Call a zoo factory; an argument it rejects (``num_classes="x"``, an unknown keyword) is a SourceError.
 
     With ``meta``, the model is built as a skeleton (:mod:`redistribute.skeleton`); a factory that cannot build
     one is called again for real, with a log line saying so.
     """
-    if meta:
-        try:
-            with skeleton():
-                return factory(*args, **kwargs)  # type: ignore[no-any-return]
-        except (
-            Exception,
-            SystemExit,
-        ) as exc:  # any failure on meta: the real build below reports the factory's own errors
-            _logger.info(
-                "%s cannot be built on the meta device (%s: %s); building it for real", label, type(exc).__name__, exc
-            )
+    model = _on_meta(label, factory, *args, **kwargs) if meta else None
+    if model is not None:
+        return model  # type: ignore[no-any-return]
     try:
         return factory(*args, **kwargs)  # type: ignore[no-any-return]
     except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
@@ -275,15 +280,7 @@ def _file(path_text: str, factory: str, kwargs: dict[str, Any], meta: bool = Fal
     if not callable(fn):
         found = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
         raise SourceError(f"{path_text!r} has no callable {factory!r}{_suggest(factory, found)}")
-    model = None
-    if meta:
-        try:
-            with skeleton():
-                model = fn(**kwargs)
-        except (Exception, SystemExit) as exc:  # the real call below reports the factory's own errors
-            _logger.info(
-                "%s() from %s cannot be built on the meta device (%s); building it for real", factory, path_text, exc
-            )
+    model = _on_meta(f"{factory}() from {path_text}", fn, **kwargs) if meta else None
     try:
         model = model if model is not None else fn(**kwargs)
     except (Exception, SystemExit) as exc:
