@@ -24,6 +24,13 @@ __all__ = ["materialize_"]
 _logger = logging.getLogger(__name__)
 
 
+def _unset(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor shaped like ``t`` on ``device`` that shows it was never initialised: NaN (zeros for integers)."""
+    if t.is_floating_point():
+        return torch.full(t.shape, float("nan"), dtype=t.dtype, device=device)
+    return torch.zeros(t.shape, dtype=t.dtype, device=device)
+
+
 def _owners_of_meta(model: nn.Module, device: torch.device) -> list[nn.Module]:
     """Replace every meta parameter and buffer by an uninitialised NaN tensor on ``device``; return their owners."""
     owners = []
@@ -31,20 +38,11 @@ def _owners_of_meta(model: nn.Module, device: torch.device) -> list[nn.Module]:
         touched = False
         for name, p in list(module._parameters.items()):
             if p is not None and p.is_meta:
-                fresh = (
-                    torch.full(p.shape, float("nan"), dtype=p.dtype, device=device)
-                    if p.is_floating_point()
-                    else torch.zeros(p.shape, dtype=p.dtype, device=device)
-                )
-                module._parameters[name] = nn.Parameter(fresh, requires_grad=p.requires_grad)
+                module._parameters[name] = nn.Parameter(_unset(p, device), requires_grad=p.requires_grad)
                 touched = True
         for name, b in list(module._buffers.items()):
             if b is not None and b.is_meta:
-                module._buffers[name] = (
-                    torch.full(b.shape, float("nan"), dtype=b.dtype, device=device)
-                    if b.is_floating_point()
-                    else torch.zeros(b.shape, dtype=b.dtype, device=device)
-                )
+                module._buffers[name] = _unset(b, device)
                 touched = True
         if touched:
             owners.append(module)
