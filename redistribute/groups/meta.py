@@ -44,10 +44,20 @@ def meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any)
         out["head_hidden_size"] = seg_map(clf_in)
     if "head_hidden_size" not in out and isinstance(head, int) and head == num_features and "num_features" in out:
         out["head_hidden_size"] = out["num_features"]
-    owner = clf_name.rpartition(".")[0] if clf_name else ""
-    if owner:  # timm's ClassifierHead / NormMlpClassifierHead: their own widths, which reset_classifier reads
-        trunk = out.get("num_features")
-        clf = seg_map(clf_in) if clf_in is not None else None
+    trunk = out.get("num_features")
+    clf = seg_map(clf_in) if clf_in is not None else None
+    heads = [seg_map(lay) for lay in _head_list_inputs(model, traced, w)]
+    if heads:  # several heads reading several features (EfficientViM): the trunk width is their concatenation
+        joined = tuple(seg for lay in heads for seg in lay)
+        for attr in ("num_features", "head_hidden_size"):
+            if attr not in out and getattr(model, attr, None) == _size(joined):
+                out[attr] = joined
+        trunk = out.get("num_features", trunk)
+    _embed_dim_layouts(model, out, trunk, heads)
+    parts = clf_name.split(".")[:-1] if clf_name else []
+    for owner in (".".join(parts[:i]) for i in range(len(parts), 0, -1)):  # head.classifier, then head
+        # timm's ClassifierHead / NormMlpClassifierHead / EfficientViT's head: their own widths, which
+        # reset_classifier reads
         head_mod = traced.index.modules.get(owner)
         for attr, order in (("in_features", (trunk, clf)), ("num_features", (clf, trunk)), ("hidden_size", (clf,))):
             value = getattr(head_mod, attr, None)
@@ -58,19 +68,56 @@ def meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any)
     return out
 
 
+def _embed_dim_layouts(model: nn.Module, out: dict[str, Layout], trunk: Layout | None, heads: list[Layout]) -> None:
+    """``embed_dim``, which ViT-style models' ``reset_classifier`` reads: an int equal to the trunk width, or a
+    tuple of stage widths whose last entry is the trunk width (LeViT) or whose entries are the widths the
+    heads read, in order (EfficientViM)."""
+    dim = getattr(model, "embed_dim", None)
+    if isinstance(dim, int) and not isinstance(dim, bool):
+        if trunk is not None and _size(trunk) == dim:
+            out["embed_dim"] = trunk
+        return
+    if not (isinstance(dim, tuple | list) and dim and all(isinstance(d, int) for d in dim)):
+        return
+    if len(heads) >= len(dim) and all(_size(lay) == d for lay, d in zip(heads, dim, strict=False)):
+        for i, lay in enumerate(heads[: len(dim)]):
+            out[f"embed_dim[{i}]"] = lay
+    elif trunk is not None and _size(trunk) == dim[-1]:
+        out[f"embed_dim[{len(dim) - 1}]"] = trunk
+
+
 def _size(layout: Layout) -> int:
     return sum(s.size for s in layout)
 
 
-def _classifier_input(model: nn.Module, traced: TracedModel, w: Walker) -> tuple[str | None, Layout | None]:
-    """The name of timm's classifier (``get_classifier()``) and the (walker's) layout of its input channels."""
+def _classifier(model: nn.Module) -> nn.Module | None:
+    """timm's classifier (``get_classifier()``), or None."""
     get_classifier = getattr(model, "get_classifier", None)
-    if not callable(get_classifier):
-        return None, None
     try:
-        clf = get_classifier()
+        clf = get_classifier() if callable(get_classifier) else None
     except Exception:  # metadata is best effort
-        return None, None
-    clf_name = traced.index.paths.get(clf) if isinstance(clf, nn.Module) else None
-    use = next((u for u in w.uses if u.module == clf_name and u.in_layout is not None), None)
-    return clf_name, (use.in_layout if use is not None else None)
+        return None
+    return clf if isinstance(clf, nn.Module) else None
+
+
+def _input_layout(module: nn.Module, traced: TracedModel, w: Walker) -> tuple[str | None, Layout | None]:
+    """A module's name and the (walker's) layout of its input channels at its first call."""
+    name = traced.index.paths.get(module)
+    use = next((u for u in w.uses if u.module == name and u.in_layout is not None), None)
+    return name, (use.in_layout if use is not None else None)
+
+
+def _classifier_input(model: nn.Module, traced: TracedModel, w: Walker) -> tuple[str | None, Layout | None]:
+    """The name of timm's classifier and the layout of its input channels."""
+    clf = _classifier(model)
+    return _input_layout(clf, traced, w) if clf is not None else (None, None)
+
+
+def _head_list_inputs(model: nn.Module, traced: TracedModel, w: Walker) -> list[Layout]:
+    """The input layouts of a classifier that is a list of linear heads (``nn.ModuleList``), in order; [] for any
+    other classifier or when one head's input is unknown."""
+    clf = _classifier(model)
+    if not isinstance(clf, nn.ModuleList) or not all(isinstance(m, nn.Linear) for m in clf):
+        return []
+    layouts = [_input_layout(m, traced, w)[1] for m in clf]
+    return [lay for lay in layouts if lay is not None] if all(lay is not None for lay in layouts) else []

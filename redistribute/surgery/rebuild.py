@@ -362,8 +362,8 @@ def apply(
 
 
 def _fix_metadata(model: nn.Module, plan: Plan) -> None:
-    """Set timm's metadata (``num_features``, ``head_hidden_size``, ``feature_info``, the classifier head's
-    ``in_features``/``num_features``/``hidden_size``) to the widths of the layouts the tracer found behind them."""
+    """Set timm's metadata (``num_features``, ``head_hidden_size``, ``embed_dim``, ``feature_info``, the classifier
+    head's ``in_features``/``num_features``/``hidden_size``) to the widths of the layouts the tracer found behind them."""
     widths = plan.widths
 
     def width(layout: Layout) -> int:
@@ -375,6 +375,14 @@ def _fix_metadata(model: nn.Module, plan: Plan) -> None:
             i = int(key.rpartition(".")[2])
             if isinstance(info, list) and i < len(info) and isinstance(info[i], dict):
                 info[i]["num_chs"] = width(layout)
+            continue
+        if key.endswith("]"):  # one entry of a tuple of widths: ``embed_dim[2]``
+            attr, _, index = key[:-1].partition("[")
+            value = getattr(model, attr, None)
+            if isinstance(value, tuple | list) and int(index) < len(value):
+                entries = list(value)
+                entries[int(index)] = width(layout)
+                setattr(model, attr, type(value)(entries))
             continue
         owner_name, _, attr = key.rpartition(".")
         owner = model.get_submodule(owner_name) if owner_name else model

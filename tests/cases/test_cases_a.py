@@ -50,6 +50,30 @@ def test_reset_classifier_works_after_surgery(name: str):
     assert new(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
 
+# Heads that read other attributes: ViT-style ``embed_dim`` (ViTamin, TNT), a tuple of stage widths behind a list of
+# heads (EfficientViM), a head whose own ``in_features`` sits above the classifier (EfficientViT-MIT's
+# ``head.classifier[-1]``).
+@pytest.mark.parametrize(
+    ("name", "scope", "kwargs"),
+    [
+        ("efficientvim_m1", "conv", {}),
+        ("efficientvit_b0", "conv", {}),
+        ("vitamin_small_224", "conv", {"img_size": 64, "depth": 2}),
+        ("tnt_s_legacy_patch16_224", "all", {"img_size": 64, "depth": 2}),
+    ],
+)
+def test_reset_classifier_reads_the_new_widths(name: str, scope: str, kwargs: dict):
+    model = timm.create_model(name, **kwargs).eval()
+    plan = redistribute.plan(model, "d", input_size=(3, 64, 64), scope=scope)
+    new = redistribute.apply(model, plan).eval()
+    new.reset_classifier(7)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert new(x).shape == (2, 7)
+        # timm's contract: head_hidden_size is the width of forward_head(pre_logits=True)
+        assert new.forward_head(new.forward_features(x), pre_logits=True).shape[-1] == new.head_hidden_size
+
+
 def widths_plan(graph: redistribute.ChannelGraph, change) -> redistribute.Plan:
     """A plan that sets every free group's width to ``change(group)`` (rounded to its constraints)."""
     from redistribute.planning.planner import plan_from_widths
