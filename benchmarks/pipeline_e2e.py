@@ -23,6 +23,9 @@ on convnext_xxlarge, as above. Peak RSS is the child's own ``ru_maxrss`` from ``
 the child and any process it waited for, and nothing else). Children run with ``cwd`` and ``PYTHONPATH`` set to
 ``--repo`` (default: this checkout) and the interpreter ``--python`` (default: the one running this script).
 
+Before measuring, the script compiles the measured package to bytecode (``compileall``), the state pip leaves an
+installed package in and timm's and torch's own files are in.
+
 The measuring process must stay small: on Linux a child's ``ru_maxrss`` starts from the RSS of the process it was
 forked from (``exec`` folds the old address space's high-water mark in), so a parent holding torch (900 MB here)
 would put a 900 MB floor under every child. This script imports only the standard library, and ``main`` re-executes
@@ -337,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": os.getloadavg()[0],
     }  # fmt: skip
     print(f"children: {args.python} with PYTHONPATH={runner.repo} ({meta['commit']})", flush=True)
+    # the package's bytecode, as an installed package has it (pip compiles at install; timm and torch have theirs):
+    # without it, where PYTHONDONTWRITEBYTECODE is set, every redistribute child would compile our modules again
+    subprocess.run([args.python, "-m", "compileall", "-q", str(runner.repo / "redistribute")], check=True)
     rows: list[dict[str, Any]] = []
     extras: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="redistribute-e2e-") as tmp_name:

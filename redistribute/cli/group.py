@@ -15,6 +15,7 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from .render import err_console, one_line
+from .startup import LIGHT_COMMANDS, preload
 
 __all__ = ["CONTEXT", "DefaultCommand", "DefaultGroup"]
 
@@ -70,7 +71,12 @@ class DefaultGroup(TyperGroup):
             raise _error_line(exc, ctx.find_root().info_name or "redistribute") from None
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer passes its own Context
-        """Run the subcommand; a malformed command line (bad option value, missing argument) is one red line."""
+        """Run the subcommand; a malformed command line (bad option value, missing argument) is one red line.
+
+        A subcommand that needs torch gets its heavy imports first, with the collector paused (:mod:`.startup`)."""
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        if args and args[0] not in LIGHT_COMMANDS:
+            preload(args[1:])
         try:
             return super().invoke(ctx)
         except _CLICK_ERRORS as exc:

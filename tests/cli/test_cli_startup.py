@@ -61,3 +61,33 @@ def test_help_of_the_default_command_does_not_name_run(cli):
     assert res.exit_code == 0 and "redistribute [OPTIONS]" in res.stdout and "redistribute run" not in res.stdout
     typed = cli("run", "timm:test_resnet", "--bogus")  # the user typed `run`: the hint names it
     assert typed.exit_code == 2 and "see 'redistribute run --help'" in typed.stderr
+
+
+@pytest.mark.parametrize("args", [("timm:test_resnet", "-h"), ("inspect", "--help"), ("compare", "-h")])
+def test_help_of_a_heavy_command_does_not_import_torch(args):
+    res, names = _imported(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not (HEAVY & names), HEAVY & names
+
+
+def test_heavy_imports_run_with_the_collector_paused_then_frozen():
+    """``preload``: torch and timm imported, what they made frozen (later collections skip it), collector back on."""
+    code = (
+        "import gc, sys; from redistribute.cli.startup import preload; preload(['inspect', 'TIMM:resnet50']);"
+        "print(gc.isenabled(), gc.get_freeze_count() > 100_000, 'timm' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["True", "True", "True"]
+
+
+def test_the_group_preloads_for_heavy_commands_only(cli, monkeypatch):
+    from redistribute.cli import group
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(group, "preload", lambda args: calls.append(list(args)))
+    assert cli("templates").exit_code == 0
+    assert calls == []
+    assert cli("inspect", "timm:test_resnet", "--input-size", "3,32,32").exit_code == 0
+    assert calls == [["timm:test_resnet", "--input-size", "3,32,32"]]
