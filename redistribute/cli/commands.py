@@ -36,6 +36,7 @@ from .render import (
     print_result,
     show,
 )
+from .startup import exit_now
 from .study import study
 from .train import train
 
@@ -370,11 +371,15 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; the process ends through :func:`~redistribute.cli.startup.exit_now`."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
+    code: object = 0
     try:
         app(standalone_mode=True)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")
-        sys.exit(130)
+        code = 130
+    except SystemExit as exc:
+        code = exc.code
+    exit_now(code)  # skips the interpreter's teardown (cli/startup.py)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,3 +93,34 @@ def test_the_group_preloads_for_heavy_commands_only(cli, monkeypatch):
     assert calls == []
     assert cli("inspect", "timm:test_resnet", "--input-size", "3,32,32").exit_code == 0
     assert calls == [["timm:test_resnet", "--input-size", "3,32,32"]]
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize(("code", "status", "stderr"), [("None", 0, ""), ("3", 3, ""), ("'bad input'", 1, "bad input")])
+def test_exit_now_keeps_the_status_runs_atexit_and_flushes(code: str, status: int, stderr: str):
+    res = _python(
+        "import atexit, sys; from redistribute.cli.startup import exit_now;"
+        "atexit.register(lambda: print('atexit ran'));"
+        f"sys.stdout.write('unflushed'); exit_now({code})"
+    )
+    assert res.returncode == status
+    assert res.stdout == "unflushedatexit ran\n"
+    assert res.stderr.strip() == stderr
+
+
+def test_the_console_entry_ends_through_exit_now(tmp_path: Path):
+    """A real process: the output is complete, the status is the command's, and files are written."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = [sys.executable, "-m", "redistribute"]
+    ok = subprocess.run([*run, "timm:test_resnet", "--input-size", "3,32,32", "-t", "d", "--json", "--out",
+                         str(tmp_path / "out")], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout)["template"] == "d"
+    assert (tmp_path / "out" / "spec.json").is_file()
+    bad = subprocess.run([*run, "timm:test_resnet", "--divisor", "x"], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("error:") == 1
