@@ -280,7 +280,8 @@ def load(
 
     Args:
         spec: A spec dict, a ``spec.json`` path, or the ``--out`` folder holding it.
-        model: The base model; by default it is built from the spec's ``source``. It is not modified unless
+        model: The base model; by default a skeleton of it is built from the spec's ``source`` (large tensors on
+            the meta device) and only the result is allocated and initialised. It is not modified unless
             ``inplace`` is set. A timm model built with ``num_classes=0`` (no classifier) fits too.
         weights: The redistributed model's weights, loaded strictly: ``.safetensors`` (what ``--out`` writes), or
             a PyTorch file (``.pth``, ``.pt``, ``.bin``, a timm ``.pth.tar`` training checkpoint).
@@ -307,8 +308,8 @@ def load(
         source = data.get("source")
         if not source:
             raise SpecError("spec has no 'source'; pass the base model: redistribute.load(spec, model=...)")
-        model = load_model(str(source), **{**dict(data.get("model_kwargs") or {}), **model_kwargs})
-        inplace = True  # our own model: no copy needed
+        kwargs = {**dict(data.get("model_kwargs") or {}), **model_kwargs}
+        return _build_from_source(str(source), kwargs, data, weights)
     elif model_kwargs:
         raise UsageError(
             f"load() got {', '.join(model_kwargs)} and a model: they are for building the base. Hint: build the "
@@ -318,6 +319,24 @@ def load(
 
     plan = spec_to_plan(data, model)
     built = apply_(model, plan) if inplace else apply(model, plan)
+    if weights is not None:
+        _load_weights(built, weights)
+    return built
+
+
+def _build_from_source(source: str, kwargs: dict[str, Any], data: dict[str, Any], weights: Any) -> nn.Module:
+    """The model a spec describes, built from its source without building the base: surgery on a skeleton, then
+    each new tensor gets its layer's initialisation (or the weights); the base is built for real only where some
+    tensor has no initialiser on that path."""
+    from .skeleton import is_skeleton
+    from .surgery.materialize import materialize_
+    from .surgery.rebuild import apply_
+
+    base = load_model(source, meta=True, **kwargs)
+    plan = spec_to_plan(data, base)
+    built = apply_(base, plan)
+    if is_skeleton(built) and not materialize_(built):
+        built = apply_(load_model(source, **kwargs), plan)
     if weights is not None:
         _load_weights(built, weights)
     return built

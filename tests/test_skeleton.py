@@ -141,3 +141,33 @@ def test_torchvision_segmentation_builds_offline_without_backbone_weights() -> N
     """``weights_backbone`` defaults to ImageNet weights in torchvision: without --pretrained nothing is fetched."""
     m = redistribute.load_model("torchvision:lraspp_mobilenet_v3_large", meta=True)
     assert type(m).__name__ == "LRASPP"
+
+
+@pytest.mark.parametrize("source", ["timm:test_resnet", "timm:test_vit"])
+def test_load_from_a_spec_builds_only_the_result(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``redistribute.load(spec)`` builds the base as a skeleton, never for real; with the saved weights it gives
+    the saved model's outputs."""
+    from redistribute import spec as spec_module
+    from redistribute.surgery.weights import save_weights
+
+    scope = "all" if "vit" in source else "conv"
+    base = redistribute.load_model(source)
+    p = redistribute.plan(base, "d", input_size=SIZE, scope=scope)
+    saved = redistribute.apply(base, p).eval()
+    spec = spec_from_plan(p, source=source)
+    save_weights(saved, tmp_path / "weights.safetensors")
+    built: list[bool] = []
+    real_load_model = spec_module.load_model
+
+    def recording(src: str, *args: object, meta: bool = False, **kwargs: object) -> nn.Module:
+        built.append(meta)
+        return real_load_model(src, *args, meta=meta, **kwargs)
+
+    monkeypatch.setattr(spec_module, "load_model", recording)
+    fresh = redistribute.load(spec)
+    assert built == [True] and not is_skeleton(fresh)
+    assert sum(t.numel() for t in fresh.parameters()) == p.cost.params
+    loaded = redistribute.load(spec, weights=tmp_path / "weights.safetensors").eval()
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), saved(x))
