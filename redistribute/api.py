@@ -54,13 +54,21 @@ def load_base(
     return base
 
 
-def build(base: nn.Module, plan: Plan, *, importance: str = "l1", source: str | None = None) -> nn.Module:
+def build(
+    base: nn.Module,
+    plan: Plan,
+    *,
+    importance: str = "l1",
+    source: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
     """The model at ``plan``'s widths: :func:`redistribute.apply` on ``base``, materialised if it is a skeleton.
 
     A skeleton base (``load_model(..., meta=True)``) has no weights to carry: surgery runs on meta and every
     new tensor gets its layer's own initialisation (:func:`~redistribute.surgery.materialize.materialize_`), so
     the base is never allocated. Where some tensor has no initialiser, the base is built for real from
-    ``source`` and the plan applied to it (plans are identical for both, see ``tests/test_skeleton.py``).
+    ``source`` (with ``model_kwargs``, as ``base`` was) and the plan applied to it (plans are identical for both,
+    see ``tests/test_skeleton.py``).
 
     Raises:
         UsageError: ``base`` is a skeleton that cannot be materialised and no ``source`` is given.
@@ -83,7 +91,7 @@ def build(base: nn.Module, plan: Plan, *, importance: str = "l1", source: str | 
             "real, or pass source= so it can be rebuilt"
         )
     _logger.info("%s: some tensor has no initialiser on the meta path; building the base for real", source)
-    return apply(load_model(source), plan, importance=importance)
+    return apply(load_model(source, **(model_kwargs or {})), plan, importance=importance)
 
 
 def redistribute(

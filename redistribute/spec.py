@@ -325,18 +325,12 @@ def load(
 
 
 def _build_from_source(source: str, kwargs: dict[str, Any], data: dict[str, Any], weights: Any) -> nn.Module:
-    """The model a spec describes, built from its source without building the base: surgery on a skeleton, then
-    each new tensor gets its layer's initialisation (or the weights); the base is built for real only where some
-    tensor has no initialiser on that path."""
-    from .skeleton import is_skeleton
-    from .surgery.materialize import materialize_
-    from .surgery.rebuild import apply_
+    """The model a spec describes, built from its source without building the base: surgery on a skeleton, each
+    new tensor initialised by its layer (:func:`redistribute.api.build`), then the weights, if any."""
+    from .api import build
 
     base = load_model(source, meta=True, **kwargs)
-    plan = spec_to_plan(data, base)
-    built = apply_(base, plan)
-    if is_skeleton(built) and not materialize_(built):
-        built = apply_(load_model(source, **kwargs), plan)
+    built = build(base, spec_to_plan(data, base), source=source, model_kwargs=kwargs)
     if weights is not None:
         _load_weights(built, weights)
     return built

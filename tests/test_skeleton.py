@@ -82,12 +82,12 @@ import torch
 from torch import nn
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, classes=10):
         super().__init__()
         self.conv = nn.Conv2d(3, 64, 3)
         self.mid = nn.Conv2d(64, 128, 3)
         self.scale = nn.Parameter(torch.full((128, 24, 24), 0.5))
-        self.fc = nn.Linear(128, 10)
+        self.fc = nn.Linear(128, classes)
         # reads a large tensor back at construction: impossible on meta
         self.norm = float(torch.ones(300, 300).sum().item())
 
@@ -95,8 +95,8 @@ class Net(nn.Module):
         x = self.mid(self.conv(x).relu()) * self.scale
         return self.fc(x.mean((2, 3)))
 
-def make():
-    return Net()
+def make(classes=10):
+    return Net(classes)
 """
 
 
@@ -120,6 +120,10 @@ def test_build_falls_back_to_a_real_base_when_a_tensor_has_no_initialiser(tmp_pa
     assert new(torch.randn(1, 3, 28, 28)).shape == (1, 10)
     with pytest.raises(redistribute.UsageError, match="pass source="):
         build(sk, p)
+    # the factory's arguments reach the real base too
+    sk7 = redistribute.load_model(source, meta=True, classes=7)
+    p7 = redistribute.plan(sk7, "b", input_size=(3, 28, 28))
+    assert build(sk7, p7, source=source, model_kwargs={"classes": 7})(torch.randn(1, 3, 28, 28)).shape == (1, 7)
 
 
 def test_a_checkpoint_fills_a_skeleton() -> None:

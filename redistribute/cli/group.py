@@ -73,7 +73,7 @@ class DefaultGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer passes its own Context
         """Run the subcommand; a malformed command line (bad option value, missing argument) is one red line.
 
-        A subcommand that needs torch gets its heavy imports first, with the collector paused (:mod:`.startup`)."""
+        A subcommand that needs torch gets its heavy imports first, without full collections (:mod:`.startup`)."""
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
         if args and args[0] not in LIGHT_COMMANDS:
             preload(args[1:])
