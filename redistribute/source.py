@@ -171,16 +171,20 @@ def pretrained_cache(source: str) -> tuple[str | None, str]:
     Raises:
         SourceError: ``source`` is not a ``timm:`` or ``torchvision:`` model.
     """
+    path, entry, _ = _zoo_cache(source)
+    return path, entry
+
+
+def _zoo_cache(source: str, option: str = "--checkpoint") -> tuple[str | None, str, str]:
+    """``(path, entry, host)`` of a ``timm:``/``torchvision:`` source's pretrained weights (see the callers)."""
     prefix, _, name = source.partition(":")
     if prefix == "timm":
-        path, entry, _ = _timm_cache(name)
-    elif prefix == "torchvision":
-        path, entry, _ = _torchvision_cache(name)
-    else:
-        raise SourceError(
-            f"--pretrained needs a timm: or torchvision: source, not {source!r}. Hint: use --checkpoint PATH"
-        )
-    return path, entry
+        return _timm_cache(name)
+    if prefix == "torchvision":
+        return _torchvision_cache(name)
+    raise SourceError(
+        f"pretrained weights need a timm: or torchvision: source, not {source!r}. Hint: use {option} PATH"
+    )
 
 
 def _offline() -> bool:
@@ -215,13 +219,7 @@ def check_pretrained(source: str, option: str = "--checkpoint") -> None:
 
         if not timm.is_model(name):
             raise SourceError(f"unknown timm model {name!r}{_suggest(name, timm.list_models())}")
-        path, entry, host = _timm_cache(name)
-    elif prefix == "torchvision":
-        path, entry, host = _torchvision_cache(name)
-    else:
-        raise SourceError(
-            f"pretrained weights need a timm: or torchvision: source, not {source!r}. Hint: use {option} PATH"
-        )
+    path, entry, host = _zoo_cache(source, option)
     if path is not None:
         return
     if not host:
