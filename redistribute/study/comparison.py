@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import UsageError
 from ..groups.graph import trace
 from ..planning.cost import METRICS
-from ..planning.planner import plan
+from ..planning.planner import Plan, plan
 from ..planning.templates import get_template
 from .flop_counters import FlopCounts, count_flops
 from .rows import CHECK_COLUMNS as CHECK_COLUMNS
@@ -183,21 +183,7 @@ def compare(
         peak = timing.peak_memory if timing is not None else None
         if peak is None and built is not None:
             peak = peak_memory(built, size, batch_size=batch_size, device=device)
-        rows.append(
-            CompareRow(
-                template=p.template,
-                k=p.k,
-                flops=p.cost.flops,
-                params=p.cost.params,
-                memory=p.cost.memory,
-                peak_memory=None if peak is None else float(peak),
-                latency_ms=None if timing is None else timing.median_ms,
-                latency_iqr_ms=None if timing is None else timing.iqr_ms,
-                throughput=None if timing is None else timing.throughput,
-                counts=counts,
-                plan=p,
-            )
-        )
+        rows.append(_row(p, timing, counts, peak))
         del built
     say("done", total, total)
     return Comparison(
@@ -248,23 +234,27 @@ def _compare_interleaved(
         timings = list(measure_interleaved([m for m in built if m is not None], size, batch_size=batch_size,
                                            device=device, min_time=min_time, threads=threads, peak=True))  # fmt: skip
     rows = tuple(
-        CompareRow(
-            template=p.template,
-            k=p.k,
-            flops=p.cost.flops,
-            params=p.cost.params,
-            memory=p.cost.memory,
-            peak_memory=None if t is None or t.peak_memory is None else float(t.peak_memory),
-            latency_ms=None if t is None else t.median_ms,
-            latency_iqr_ms=None if t is None else t.iqr_ms,
-            throughput=None if t is None else t.throughput,
-            counts=c,
-            plan=p,
-        )
-        for p, t, c in zip(plans, timings, counts, strict=True)
+        _row(p, t, c, None if t is None else t.peak_memory) for p, t, c in zip(plans, timings, counts, strict=True)
     )
     say("done", total, total)
     return Comparison(rows=rows, source=source, model_class=graph.model_class, input_size=size, match=match,
                       tolerance=float(tolerance), noise=None,
                       device=str(resolve_device(device)) if measure else device, threads=check_threads(threads),
                       batch_size=batch_size, measured=measure)  # fmt: skip
+
+
+def _row(p: Plan, timing: Timing | None, counts: FlopCounts | None, peak: float | None) -> CompareRow:
+    """A table row: the plan's analytic costs, what was measured of its model (or None), ``peak`` in bytes."""
+    return CompareRow(
+        template=p.template,
+        k=p.k,
+        flops=p.cost.flops,
+        params=p.cost.params,
+        memory=p.cost.memory,
+        peak_memory=None if peak is None else float(peak),
+        latency_ms=None if timing is None else timing.median_ms,
+        latency_iqr_ms=None if timing is None else timing.iqr_ms,
+        throughput=None if timing is None else timing.throughput,
+        counts=counts,
+        plan=p,
+    )
