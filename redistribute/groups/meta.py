@@ -39,14 +39,15 @@ def meta_layouts(model: nn.Module, traced: TracedModel, w: Walker, seg_map: Any)
         if lay is not None:
             out[f"feature_info.{i}"] = seg_map(lay)
     head = getattr(model, "head_hidden_size", None)
-    clf_name, clf_in = _classifier_input(model, traced, w)
+    classifier = _classifier(model)
+    clf_name, clf_in = _input_layout(classifier, traced, w) if classifier is not None else (None, None)
     if clf_in is not None and isinstance(head, int) and _size(clf_in) == head:
         out["head_hidden_size"] = seg_map(clf_in)
     if "head_hidden_size" not in out and isinstance(head, int) and head == num_features and "num_features" in out:
         out["head_hidden_size"] = out["num_features"]
     trunk = out.get("num_features")
     clf = seg_map(clf_in) if clf_in is not None else None
-    heads = [seg_map(lay) for lay in _head_list_inputs(model, traced, w)]
+    heads = [seg_map(lay) for lay in _head_list_inputs(classifier, traced, w)]
     if heads:  # several heads reading several features (EfficientViM): the trunk width is their concatenation
         joined = tuple(seg for lay in heads for seg in lay)
         for attr in ("num_features", "head_hidden_size"):
@@ -107,16 +108,9 @@ def _input_layout(module: nn.Module, traced: TracedModel, w: Walker) -> tuple[st
     return name, (use.in_layout if use is not None else None)
 
 
-def _classifier_input(model: nn.Module, traced: TracedModel, w: Walker) -> tuple[str | None, Layout | None]:
-    """The name of timm's classifier and the layout of its input channels."""
-    clf = _classifier(model)
-    return _input_layout(clf, traced, w) if clf is not None else (None, None)
-
-
-def _head_list_inputs(model: nn.Module, traced: TracedModel, w: Walker) -> list[Layout]:
+def _head_list_inputs(clf: nn.Module | None, traced: TracedModel, w: Walker) -> list[Layout]:
     """The input layouts of a classifier that is a list of linear heads (``nn.ModuleList``), in order; [] for any
     other classifier or when one head's input is unknown."""
-    clf = _classifier(model)
     if not isinstance(clf, nn.ModuleList) or not all(isinstance(m, nn.Linear) for m in clf):
         return []
     layouts = [_input_layout(m, traced, w)[1] for m in clf]
